@@ -1,0 +1,123 @@
+//! The commands: each turns parsed flags and the layered configuration into a
+//! library call and an exit code.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, ConfigArgs, ExportArgs, SummaryFormat};
+use crate::config::{self, ConfigError, Settings};
+use crate::progress::{Progress, Silent, TerminalProgress};
+use crate::stop::{Stop, StopReason};
+use crate::summary::RunReport;
+use crate::{bench, demo, export, simulator};
+
+/// Exit code for a usage, configuration or I/O error.
+pub const EXIT_ERROR: u8 = 2;
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Export(args) => run_export(cli.config.as_deref(), args).await,
+        Command::Simulate(args) => simulator::serve_forever(args.sim, args.listen)
+            .await
+            .map(|()| 0),
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::CheckConfig(args) => {
+            let settings = load_settings(cli.config.as_deref(), &args)?;
+            println!(
+                "configuration is valid (output to `{}`)",
+                settings.output.dir.display()
+            );
+            Ok(0)
+        }
+        Command::ShowConfig(args) => {
+            let layered = config::load(cli.config.as_deref(), &args.flags.overrides())?;
+            let key_present = std::env::var(config::KEY_ENV).is_ok_and(|k| !k.trim().is_empty())
+                || layered.raw.api.key_file.is_some();
+            print!("{}", layered.to_toml(key_present));
+            Ok(0)
+        }
+    }
+}
+
+/// The exit code for an error that ended a command.
+pub fn exit_code_for(_error: &anyhow::Error) -> u8 {
+    EXIT_ERROR
+}
+
+fn load_settings(
+    file: Option<&std::path::Path>,
+    args: &ConfigArgs,
+) -> Result<Settings, ConfigError> {
+    config::load(file, &args.flags.overrides())?.resolve()
+}
+
+async fn run_export(file: Option<&std::path::Path>, args: ExportArgs) -> anyhow::Result<u8> {
+    let settings = config::load(file, &args.flags.overrides())?.resolve()?;
+    let stop = Arc::new(Stop::default());
+    watch_signals(stop.clone());
+    let progress: Arc<dyn Progress> = if args.no_progress {
+        Arc::new(Silent)
+    } else {
+        Arc::new(TerminalProgress::new(None))
+    };
+    let report = export::run(&settings, stop, progress).await?;
+    print_report(&report, args.summary)?;
+    Ok(report.exit_code)
+}
+
+/// Prints the summary on stdout; a refused key also goes to stderr, where
+/// someone watching logs will see it.
+pub fn print_report(report: &RunReport, format: SummaryFormat) -> anyhow::Result<()> {
+    if let Some(stopped) = &report.stopped {
+        eprintln!("error: {stopped}");
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        SummaryFormat::Text => write!(out, "{report}"),
+        SummaryFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?),
+    }
+    .context("failed to print the summary")
+}
+
+/// First SIGINT/SIGTERM: stop taking IDs, finish in-flight work, commit.
+/// Second: exit 130 at once (committed files are whole either way).
+pub fn watch_signals(stop: Arc<Stop>) {
+    tokio::spawn(async move {
+        let mut signals = 0;
+        loop {
+            if wait_for_signal().await.is_err() {
+                return;
+            }
+            signals += 1;
+            if signals == 1 {
+                tracing::warn!(
+                    "signal received: finishing in-flight requests and committing; signal again to quit now"
+                );
+                stop.trigger(StopReason::Interrupted);
+            } else {
+                eprintln!(
+                    "second signal: exiting now; files already renamed into place are complete"
+                );
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

@@ -1,0 +1,150 @@
+//! The command line (clap derive). Flags say how this process runs; they
+//! override the matching configuration keys only when given.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Format, Overrides};
+use crate::simulator::SimConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "genledger",
+    version,
+    about = "Exports OpenRouter generation costs and usage to Parquet or CSV"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); default from GENLEDGER_CONFIG.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export the IDs of the inputs once, print a summary, exit with a status code.
+    Export(ExportArgs),
+    /// Run the embedded OpenRouter simulator as a server.
+    Simulate(SimulateArgs),
+    /// Start the simulator, export a few thousand IDs to ./genledger-demo/, show the result.
+    Demo(DemoArgs),
+    /// Measure throughput, rate-limit behaviour and memory against the simulator.
+    Bench(BenchArgs),
+    /// Validate the layered configuration.
+    CheckConfig(ConfigArgs),
+    /// Print the resolved configuration, secrets masked.
+    ShowConfig(ConfigArgs),
+}
+
+/// Flags that override configuration keys.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunFlags {
+    /// Input file of IDs, `-` for stdin; repeatable. Overrides `input.paths`.
+    #[arg(long = "input", short = 'i', value_name = "PATH")]
+    pub inputs: Vec<String>,
+    /// Output directory. Overrides `output.dir`.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Output format. Overrides `output.format`.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// API base URL. Overrides `api.base_url`.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Highest request rate per second. Overrides `fetch.requests_per_second`.
+    #[arg(long, value_name = "N")]
+    pub rps: Option<f64>,
+    /// Requests in flight at once. Overrides `fetch.concurrency`.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+impl RunFlags {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            inputs: (!self.inputs.is_empty()).then(|| self.inputs.clone()),
+            output: self.output.clone(),
+            format: self.format,
+            base_url: self.base_url.clone(),
+            rps: self.rps,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub flags: RunFlags,
+    /// Summary on stdout as text or JSON.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub summary: SummaryFormat,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sim: SimConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many generation IDs to export.
+    #[arg(long, default_value_t = 3000)]
+    pub ids: u64,
+    /// Where the demo writes its files.
+    #[arg(long, default_value = "genledger-demo")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// IDs in the throughput and memory run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ids: u64,
+    /// Requests per second the simulator enforces in the rate-limit runs.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Seconds each rate-limit run lasts (approximately).
+    #[arg(long, default_value_t = 20)]
+    pub rate_secs: u64,
+    /// Working directory for IDs and output (removed afterwards).
+    #[arg(long, default_value = "genledger-bench")]
+    pub dir: PathBuf,
+}

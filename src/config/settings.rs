@@ -1,0 +1,263 @@
+//! [`Settings`]: the validated configuration. Rates are non-zero, the base URL is
+//! parsed and allowed, paths are resolved and the key is masked.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::{Compression, ConfigError, Format, RawConfig};
+use crate::schema::MoneyMode;
+use crate::source::Input;
+
+/// The OpenRouter API key. It prints as `****` everywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> ApiKey {
+        ApiKey(key)
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Ends without a slash: `https://openrouter.ai/api/v1`.
+    pub base_url: Url,
+    pub key: Option<ApiKey>,
+    pub referer: Option<String>,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub concurrency: usize,
+    pub requests_per_second: f64,
+    pub burst: NonZeroU32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub not_found_grace: Duration,
+    pub max_retry_after: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub dir: PathBuf,
+    pub format: Format,
+    pub max_rows_per_file: u64,
+    pub money: MoneyMode,
+    pub compression: Compression,
+}
+
+/// Everything a run needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: ApiSettings,
+    pub inputs: Vec<Input>,
+    pub fetch: FetchSettings,
+    pub output: OutputSettings,
+    pub state_path: PathBuf,
+    pub content: bool,
+    pub cron: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// Validates `raw`; `origin` names where a key's value came from, for messages.
+    pub fn resolve(
+        raw: &RawConfig,
+        key: Option<ApiKey>,
+        origin: impl Fn(&str) -> String,
+    ) -> Result<Settings, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            key,
+            origin: origin(key),
+            message,
+        };
+        let f = &raw.fetch;
+        if f.concurrency == 0 || f.concurrency > 4096 {
+            return Err(invalid(
+                "fetch.concurrency",
+                format!("{} is not between 1 and 4096", f.concurrency),
+            ));
+        }
+        if !(f.requests_per_second.is_finite() && f.requests_per_second > 0.0) {
+            return Err(invalid(
+                "fetch.requests_per_second",
+                format!("{} is not a positive rate", f.requests_per_second),
+            ));
+        }
+        let burst = NonZeroU32::new(f.burst)
+            .ok_or_else(|| invalid("fetch.burst", "must be at least 1".into()))?;
+        if f.max_attempts == 0 {
+            return Err(invalid("fetch.max_attempts", "must be at least 1".into()));
+        }
+        if f.timeout.is_zero() {
+            return Err(invalid("fetch.timeout", "must be longer than zero".into()));
+        }
+        if f.backoff_initial > f.backoff_max {
+            return Err(invalid(
+                "fetch.backoff_initial",
+                "is longer than `fetch.backoff_max`".into(),
+            ));
+        }
+        if raw.output.max_rows_per_file == 0 {
+            return Err(invalid(
+                "output.max_rows_per_file",
+                "must be at least 1".into(),
+            ));
+        }
+        let base_url = parse_base_url(&raw.api.base_url, raw.api.allow_insecure_http)
+            .map_err(|message| invalid("api.base_url", message))?;
+        if let Some(cron) = &raw.schedule.cron {
+            let fields = cron.split_whitespace().count();
+            if fields != 6 {
+                return Err(invalid(
+                    "schedule.cron",
+                    format!("`{cron}` has {fields} fields; six are needed, seconds first"),
+                ));
+            }
+        }
+        let metrics_listen = match &raw.metrics.listen {
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| invalid("metrics.listen", format!("`{addr}`: {e}")))?,
+            ),
+            None => None,
+        };
+        let state_path = raw
+            .state
+            .path
+            .clone()
+            .unwrap_or_else(|| raw.output.dir.join("_state").join("genledger.db"));
+        Ok(Settings {
+            api: ApiSettings {
+                base_url,
+                key,
+                referer: raw.api.referer.clone(),
+                title: raw.api.title.clone(),
+            },
+            inputs: raw.input.paths.iter().map(|p| Input::from_arg(p)).collect(),
+            fetch: FetchSettings {
+                concurrency: f.concurrency,
+                requests_per_second: f.requests_per_second,
+                burst,
+                max_attempts: f.max_attempts,
+                timeout: f.timeout,
+                not_found_grace: f.not_found_grace,
+                max_retry_after: f.max_retry_after,
+                backoff_initial: f.backoff_initial,
+                backoff_max: f.backoff_max,
+            },
+            output: OutputSettings {
+                dir: raw.output.dir.clone(),
+                format: raw.output.format,
+                max_rows_per_file: raw.output.max_rows_per_file,
+                money: raw.output.money,
+                compression: raw.output.compression,
+            },
+            state_path,
+            content: raw.export.content,
+            cron: raw.schedule.cron.clone(),
+            metrics_listen,
+            shutdown_timeout: raw.shutdown_timeout,
+        })
+    }
+}
+
+/// Plain HTTP would send the key in the clear, so it is only allowed to loopback
+/// unless the user says otherwise.
+fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
+    let url = Url::parse(text.trim_end_matches('/'))
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "`{text}` is plain http to a non-loopback host; use https or set `api.allow_insecure_http = true`"
+        )),
+        other => Err(format!(
+            "`{text}` has scheme `{other}`; only https (or http to loopback) works"
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_never_prints() {
+        let key = ApiKey::new("sk-or-v1-secret".into());
+        assert_eq!(format!("{key} {key:?}"), "**** ****");
+        let api = ApiSettings {
+            base_url: Url::parse("https://x").unwrap(),
+            key: Some(key),
+            referer: None,
+            title: None,
+        };
+        assert!(!format!("{api:?}").contains("secret"));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(parse_base_url("http://127.0.0.1:8080/api/v1/", false).is_ok());
+        assert!(parse_base_url("http://localhost/api/v1", false).is_ok());
+        assert!(parse_base_url("http://[::1]:1/api/v1", false).is_ok());
+        assert!(parse_base_url("http://example.com/api/v1", false).is_err());
+        assert!(parse_base_url("http://example.com/api/v1", true).is_ok());
+        assert!(parse_base_url("ftp://example.com", true).is_err());
+        assert_eq!(
+            parse_base_url("https://openrouter.ai/api/v1/", false)
+                .unwrap()
+                .as_str(),
+            "https://openrouter.ai/api/v1"
+        );
+    }
+
+    #[test]
+    fn zero_rates_are_refused_with_their_origin() {
+        let mut raw = RawConfig::default();
+        raw.fetch.requests_per_second = 0.0;
+        let err = Settings::resolve(&raw, None, |k| format!("origin-of-{k}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fetch.requests_per_second")
+                && err.contains("origin-of-fetch.requests_per_second"),
+            "{err}"
+        );
+    }
+}

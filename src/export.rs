@@ -1,0 +1,372 @@
+//! One export run: the source streams IDs, the dispatcher fans them out to fetch
+//! tasks (bounded), and one sink thread owns every output file.
+//!
+//! ```text
+//! IdSource ──ids──▶ dispatcher ──spawn──▶ fetch tasks ──outcomes──▶ sink thread ──▶ files, manifest
+//!  (blocking)         (bounded)          (pacer + client)            (owns writers)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::client::{Client, Failure, Fetched, Reason, RequestCounters};
+use crate::config::Settings;
+use crate::limiter::Pacer;
+use crate::manifest::{Manifest, RunInfo};
+use crate::progress::{Progress, Snapshot};
+use crate::record::Generation;
+use crate::sink::{FailureRow, Sink, SinkError, SinkOutput, format_timestamp};
+use crate::source::{IdSource, Input, SourceCounts, SourceItem};
+use crate::stop::{Stop, StopReason};
+use crate::summary::{Counts, RunReport, peak_rss_bytes};
+
+/// IDs queued between the source and the dispatcher.
+const SOURCE_QUEUE: usize = 1024;
+/// Outcomes queued between the fetch tasks and the sink.
+const SINK_QUEUE: usize = 1024;
+
+/// What the sink thread receives.
+enum Outcome {
+    Exported(Box<Generation>),
+    Failed(FailureRow),
+    Pending(FailureRow),
+}
+
+/// Live counts shared by the sink thread and the progress ticker.
+#[derive(Default)]
+struct LiveCounts {
+    exported: AtomicU64,
+    failed: AtomicU64,
+    pending: AtomicU64,
+}
+
+/// Runs one export over `settings.inputs`.
+pub async fn run(
+    settings: &Settings,
+    stop: Arc<Stop>,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
+    let run_id = new_run_id();
+    let shard = "0";
+    if settings.inputs.is_empty() {
+        anyhow::bail!("no input: give `--input PATH` (or `-` for stdin) or set `input.paths`");
+    }
+    let out_dir = &settings.output.dir;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
+    tracing::info!(%run_id, output = %out_dir.display(), "export started");
+
+    let requests = Arc::new(RequestCounters::default());
+    let pacer = Arc::new(Pacer::new(
+        settings.fetch.requests_per_second,
+        settings.fetch.burst,
+    ));
+    let client = Arc::new(
+        Client::try_new(
+            &settings.api,
+            &settings.fetch,
+            pacer.clone(),
+            stop.clone(),
+            requests.clone(),
+            run_id.clone(),
+        )
+        .context("failed to set up the API client")?,
+    );
+
+    let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
+    let source = IdSource::new(settings.inputs.clone());
+    let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
+
+    let live = Arc::new(LiveCounts::default());
+    let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
+    let sink = Sink::new(&settings.output, &run_id, shard);
+    let sink_stop = stop.clone();
+    let sink_live = live.clone();
+    let sink_thread = std::thread::Builder::new()
+        .name("genledger-sink".into())
+        .spawn(move || drain_into_sink(sink, sink_rx, &sink_live, &sink_stop))
+        .context("failed to start the sink thread")?;
+
+    let ticker = spawn_ticker(
+        live.clone(),
+        requests.clone(),
+        pacer.clone(),
+        progress.clone(),
+    );
+    dispatch(
+        source_rx,
+        &settings.inputs,
+        client,
+        &stop,
+        sink_tx,
+        settings.fetch.concurrency,
+    )
+    .await;
+    ticker.abort();
+    let _ = ticker.await;
+
+    let source_counts = match source_task.await {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => {
+            stop.trigger(StopReason::OutputFailed);
+            let _ = sink_thread.join();
+            return Err(e).context("failed to read the input");
+        }
+        Err(e) => anyhow::bail!("the input reader failed: {e}"),
+    };
+    let output = match sink_thread.join() {
+        Ok(result) => result
+            .context("failed to write output; files already renamed into place are complete")?,
+        Err(_) => {
+            anyhow::bail!("the sink thread panicked; files already renamed into place are complete")
+        }
+    };
+    progress.update(&snapshot(&live, &requests, &pacer));
+    progress.finish();
+
+    let counts = counts(source_counts, &live, &requests);
+    let stop_reason = stop.reason();
+    let stopped = stop_reason.as_ref().map(describe_stop);
+    let manifest = Manifest::new(
+        RunInfo {
+            run_id: &run_id,
+            shard,
+            out_dir,
+            started_at: &started_at,
+            format: settings.output.format.extension(),
+            stopped: stopped.clone(),
+        },
+        &output,
+        counts,
+    );
+    let manifest_path = manifest
+        .write(out_dir)
+        .context("failed to write the run manifest")?;
+    let duration = started.elapsed();
+    tracing::info!(%run_id, exported = counts.exported, failed = counts.failed, pending = counts.pending, "export finished");
+    Ok(report(
+        run_id,
+        counts,
+        duration,
+        output,
+        manifest_path,
+        stop_reason,
+        stopped,
+    ))
+}
+
+fn report(
+    run_id: String,
+    counts: Counts,
+    duration: Duration,
+    output: SinkOutput,
+    manifest: std::path::PathBuf,
+    stop_reason: Option<StopReason>,
+    stopped: Option<String>,
+) -> RunReport {
+    let secs = duration.as_secs_f64();
+    RunReport {
+        run_id,
+        exit_code: RunReport::exit_code_for(&counts, stop_reason.as_ref()),
+        counts,
+        duration_secs: secs,
+        records_per_sec: if secs > 0.0 {
+            counts.exported as f64 / secs
+        } else {
+            0.0
+        },
+        totals: output.totals,
+        files: output.data_files.into_iter().map(|f| f.file.path).collect(),
+        failures_file: output.failures_file.map(|f| f.path),
+        manifest: Some(manifest),
+        stopped,
+        peak_rss_bytes: peak_rss_bytes(),
+    }
+}
+
+/// Fans IDs out to fetch tasks, at most `concurrency × 4` outstanding (fetches
+/// waiting out a backoff hold a slot but no connection). Stops taking IDs when
+/// the run is stopped, then waits for the outstanding ones.
+async fn dispatch(
+    mut source: mpsc::Receiver<SourceItem>,
+    inputs: &[Input],
+    client: Arc<Client>,
+    stop: &Stop,
+    sink: mpsc::Sender<Outcome>,
+    concurrency: usize,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
+    let mut tasks = JoinSet::new();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.stopped() => break,
+            item = source.recv() => match item { Some(item) => item, None => break },
+        };
+        while tasks.try_join_next().is_some() {}
+        match item {
+            SourceItem::Invalid {
+                input,
+                line,
+                reason,
+            } => {
+                let message = format!("{} line {line}: {reason}", inputs[input].name());
+                let row = FailureRow {
+                    id: String::new(),
+                    line: Some(line),
+                    reason: Reason::InvalidId,
+                    http_status: None,
+                    attempts: 0,
+                    message,
+                };
+                if sink.send(Outcome::Failed(row)).await.is_err() {
+                    break;
+                }
+            }
+            SourceItem::Id { id, line, .. } => {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let (client, sink) = (client.clone(), sink.clone());
+                let first_seen = SystemTime::now();
+                tasks.spawn(async move {
+                    let outcome = match client.fetch(&id, first_seen).await {
+                        Fetched::Record(record) => Outcome::Exported(record),
+                        Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
+                        Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
+                    };
+                    let _ = sink.send(outcome).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    // Dropping the receiver ends the source; IDs it had not sent stay untouched.
+    drop(source);
+    while tasks.join_next().await.is_some() {}
+}
+
+fn failure_row(id: String, line: u64, f: Failure) -> FailureRow {
+    FailureRow {
+        id,
+        line: Some(line),
+        reason: f.reason,
+        http_status: f.http_status,
+        attempts: f.attempts,
+        message: f.message,
+    }
+}
+
+/// The sink thread: writes every outcome; on an output error it stops the run
+/// (data is at risk) and drops the unfinished files.
+fn drain_into_sink(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outcome>,
+    live: &LiveCounts,
+    stop: &Stop,
+) -> Result<SinkOutput, SinkError> {
+    while let Some(outcome) = rx.blocking_recv() {
+        let written = match &outcome {
+            Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
+            Outcome::Failed(row) => sink.write_failure(row).map(|()| &live.failed),
+            Outcome::Pending(row) => sink.write_failure(row).map(|()| &live.pending),
+        };
+        match written {
+            Ok(counter) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "output failed; stopping the run");
+                stop.trigger(StopReason::OutputFailed);
+                sink.abandon();
+                return Err(e);
+            }
+        }
+    }
+    sink.finish()
+}
+
+fn spawn_ticker(
+    live: Arc<LiveCounts>,
+    requests: Arc<RequestCounters>,
+    pacer: Arc<Pacer>,
+    progress: Arc<dyn Progress>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            interval.tick().await;
+            progress.update(&snapshot(&live, &requests, &pacer));
+        }
+    })
+}
+
+fn snapshot(live: &LiveCounts, requests: &RequestCounters, pacer: &Pacer) -> Snapshot {
+    let exported = live.exported.load(Ordering::Relaxed);
+    let failed = live.failed.load(Ordering::Relaxed);
+    let pending = live.pending.load(Ordering::Relaxed);
+    Snapshot {
+        done: exported + failed + pending,
+        exported,
+        failed,
+        pending,
+        requests: requests.requests.load(Ordering::Relaxed),
+        rate_limited: requests.rate_limited.load(Ordering::Relaxed),
+        rate: pacer.rate(),
+    }
+}
+
+fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestCounters) -> Counts {
+    Counts {
+        input_lines: source.lines,
+        ids: source.ids,
+        invalid_lines: source.invalid,
+        duplicates_skipped: source.duplicates,
+        exported: live.exported.load(Ordering::Relaxed),
+        failed: live.failed.load(Ordering::Relaxed),
+        pending: live.pending.load(Ordering::Relaxed),
+        requests: requests.requests.load(Ordering::Relaxed),
+        rate_limited: requests.rate_limited.load(Ordering::Relaxed),
+        retries: requests.retries.load(Ordering::Relaxed),
+    }
+}
+
+fn describe_stop(reason: &StopReason) -> String {
+    match reason {
+        StopReason::Refused {
+            status: 401,
+            message,
+        } => format!(
+            "OpenRouter refused the API key (401: missing, wrong or disabled key): {message}; nothing more was sent"
+        ),
+        StopReason::Refused {
+            status: 402,
+            message,
+        } => format!(
+            "OpenRouter refused the request for lack of credits (402: add credits to the account): {message}; nothing more was sent"
+        ),
+        StopReason::Refused { status, message } => {
+            format!("OpenRouter refused the run ({status}): {message}")
+        }
+        StopReason::Interrupted => "interrupted; work committed so far is intact".into(),
+        StopReason::OutputFailed => {
+            "stopped: output or input failed; files already renamed into place are complete".into()
+        }
+    }
+}
+
+/// `20261121T213000Z-3fa9`: sortable by start time, unique per process.
+fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        fastrand::u16(..)
+    )
+}

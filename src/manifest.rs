@@ -1,0 +1,117 @@
+//! The run manifest, `_manifests/<run_id>-<shard>.json`: written last, it lists
+//! every file of the run with its rows, bytes and SHA-256, and the run's totals
+//! and counts. A reader that finds the manifest knows every listed file is whole.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::sink::{FinishedFile, PendingFile, SinkError, SinkOutput, Totals, format_timestamp};
+use crate::summary::Counts;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ManifestFile {
+    /// Relative to the output directory, `/`-separated.
+    pub path: String,
+    pub kind: &'static str,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub min_created_at: Option<String>,
+    pub max_created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub shard: String,
+    pub genledger_version: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
+    pub format: &'static str,
+    pub files: Vec<ManifestFile>,
+    pub totals: Totals,
+    pub counts: Counts,
+    pub stopped: Option<String>,
+}
+
+impl Manifest {
+    pub fn new(run: RunInfo<'_>, output: &SinkOutput, counts: Counts) -> Manifest {
+        let relative = |p: &Path| {
+            let rel = p.strip_prefix(run.out_dir).unwrap_or(p);
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let mut files: Vec<ManifestFile> = output
+            .data_files
+            .iter()
+            .map(|f| ManifestFile {
+                path: relative(&f.file.path),
+                kind: "generations",
+                rows: f.rows,
+                bytes: f.file.bytes,
+                sha256: f.file.sha256.clone(),
+                min_created_at: Some(format_timestamp(f.min_partition_micros)),
+                max_created_at: Some(format_timestamp(f.max_partition_micros)),
+            })
+            .collect();
+        if let Some(FinishedFile {
+            path,
+            bytes,
+            sha256,
+        }) = &output.failures_file
+        {
+            files.push(ManifestFile {
+                path: relative(path),
+                kind: "failures",
+                rows: output.failure_rows,
+                bytes: *bytes,
+                sha256: sha256.clone(),
+                min_created_at: None,
+                max_created_at: None,
+            });
+        }
+        Manifest {
+            run_id: run.run_id.to_owned(),
+            shard: run.shard.to_owned(),
+            genledger_version: env!("CARGO_PKG_VERSION"),
+            started_at: run.started_at.to_owned(),
+            finished_at: format_timestamp(chrono::Utc::now().timestamp_micros()),
+            format: run.format,
+            files,
+            totals: output.totals.clone(),
+            counts,
+            stopped: run.stopped,
+        }
+    }
+
+    /// Writes the manifest under `_manifests/`, whole or not at all.
+    pub fn write(&self, out_dir: &Path) -> Result<PathBuf, SinkError> {
+        let path = out_dir
+            .join("_manifests")
+            .join(format!("{}-{}.json", self.run_id, self.shard));
+        let (pending, mut writer) = PendingFile::create(path)?;
+        let temp = pending.temp_path.clone();
+        serde_json::to_writer_pretty(&mut writer, self)
+            .map_err(|e| SinkError::io("write manifest", &temp, e.into()))?;
+        let finished = pending.finish(writer)?;
+        Ok(finished.path)
+    }
+}
+
+/// Facts about the run the manifest records.
+pub struct RunInfo<'a> {
+    pub run_id: &'a str,
+    pub shard: &'a str,
+    pub out_dir: &'a Path,
+    pub started_at: &'a str,
+    pub format: &'static str,
+    pub stopped: Option<String>,
+}
+
+/// Reads a manifest back (for tests and tools).
+pub fn read(path: &Path) -> std::io::Result<serde_json::Value> {
+    let text = fs::read_to_string(path)?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}

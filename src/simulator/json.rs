@@ -1,0 +1,131 @@
+//! A small append-only JSON writer over `String`, with serde_json doing string escaping.
+
+use std::fmt::Write as _;
+use std::io;
+
+/// Adapts a `String` to `io::Write` so serde_json can escape straight into it.
+struct StrSink<'a>(&'a mut String);
+
+impl io::Write for StrSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // serde_json only splits strings at ASCII escape points, so every fragment is UTF-8;
+        // the lossy conversion is a borrow in that case and never panics otherwise.
+        self.0.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `s` as a quoted, escaped JSON string.
+pub(crate) fn push_str(out: &mut String, s: &str) {
+    // `StrSink::write` never fails, and serializing a `str` fails only on a write error.
+    serde_json::to_writer(StrSink(out), s).expect("writing JSON into a String cannot fail");
+}
+
+/// Writes the members of one JSON object, inserting commas as needed.
+pub(crate) struct Obj<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> Obj<'a> {
+    pub(crate) fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Self { out, empty: true }
+    }
+
+    /// Writes `"key":` and hands back the buffer for the value.
+    pub(crate) fn key(&mut self, key: &str) -> &mut String {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        push_str(self.out, key);
+        self.out.push(':');
+        self.out
+    }
+
+    pub(crate) fn str(&mut self, key: &str, value: &str) {
+        push_str(self.key(key), value);
+    }
+
+    pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    /// A value that is already JSON text (numbers kept verbatim, nested objects).
+    pub(crate) fn raw(&mut self, key: &str, raw: &str) {
+        self.key(key).push_str(raw);
+    }
+
+    pub(crate) fn opt_raw(&mut self, key: &str, raw: Option<&str>) {
+        self.raw(key, raw.unwrap_or("null"));
+    }
+
+    pub(crate) fn opt_i64(&mut self, key: &str, value: Option<i64>) {
+        match value {
+            // Writing into a String cannot fail.
+            Some(v) => {
+                let _ = write!(self.key(key), "{v}");
+            }
+            None => self.raw(key, "null"),
+        }
+    }
+
+    /// Rust prints finite floats in shortest round-trip form without exponent: `1234`, `1234.5`.
+    pub(crate) fn opt_f64(&mut self, key: &str, value: Option<f64>) {
+        match value {
+            Some(v) if v.is_finite() => {
+                let _ = write!(self.key(key), "{v}");
+            }
+            _ => self.raw(key, "null"),
+        }
+    }
+
+    pub(crate) fn opt_bool(&mut self, key: &str, value: Option<bool>) {
+        let text = match value {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "null",
+        };
+        self.raw(key, text);
+    }
+
+    pub(crate) fn close(self) {
+        self.out.push('}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_escaped_object() {
+        let mut out = String::new();
+        let mut obj = Obj::open(&mut out);
+        obj.str("a", "quote \" newline \n café ✓ \u{1}");
+        obj.opt_str("b", None);
+        obj.opt_i64("c", Some(-3));
+        obj.opt_f64("d", Some(1234.0));
+        obj.opt_f64("e", Some(1234.5));
+        obj.opt_bool("f", Some(true));
+        obj.raw("g", "[1,2]");
+        obj.close();
+        let parsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(parsed["a"], "quote \" newline \n café ✓ \u{1}");
+        assert!(parsed["b"].is_null());
+        assert_eq!(parsed["c"], -3);
+        assert_eq!(parsed["d"].as_f64(), Some(1234.0));
+        assert!(out.contains("\"d\":1234,"));
+        assert_eq!(parsed["e"].as_f64(), Some(1234.5));
+        assert_eq!(parsed["f"], true);
+        assert_eq!(parsed["g"][1], 2);
+    }
+}

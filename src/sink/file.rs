@@ -1,0 +1,108 @@
+//! One output file on its way to disk: written under a hidden temporary name,
+//! hashed as it is written, then synced and renamed into place whole.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::SinkError;
+
+/// A `Write` that counts and hashes what passes through it.
+pub struct HashingWriter {
+    inner: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A file being written: its hidden path now, its final path once complete.
+pub struct PendingFile {
+    pub temp_path: PathBuf,
+    pub final_path: PathBuf,
+}
+
+/// A complete file in its final place.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FinishedFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl PendingFile {
+    /// `final_path`'s directory is created; the temporary file sits beside it as
+    /// `.<name>.tmp`, which readers of the directory skip.
+    pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
+        let dir = final_path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|source| SinkError::io("create directory", dir, source))?;
+        let name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp_path = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&temp_path)
+            .map_err(|source| SinkError::io("create", &temp_path, source))?;
+        let writer = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 16, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        Ok((
+            PendingFile {
+                temp_path,
+                final_path,
+            },
+            writer,
+        ))
+    }
+
+    /// Flushes and syncs the data, renames the file into place and syncs the
+    /// directory, so a crash leaves either no file or the whole file.
+    pub fn finish(self, writer: HashingWriter) -> Result<FinishedFile, SinkError> {
+        let HashingWriter {
+            inner,
+            hasher,
+            bytes,
+        } = writer;
+        let file = inner
+            .into_inner()
+            .map_err(|e| SinkError::io("flush", &self.temp_path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|source| SinkError::io("sync", &self.temp_path, source))?;
+        drop(file);
+        fs::rename(&self.temp_path, &self.final_path)
+            .map_err(|source| SinkError::io("rename into place", &self.final_path, source))?;
+        sync_dir(self.final_path.parent().unwrap_or(Path::new(".")))?;
+        Ok(FinishedFile {
+            path: self.final_path,
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Removes the temporary file of a write that will not complete.
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.temp_path);
+    }
+}
+
+/// Makes a rename durable.
+pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SinkError::io("sync directory", dir, source))
+}

@@ -1,0 +1,257 @@
+//! Output files: the partitioned data files of the `generations` table, the
+//! failures file, and the running totals the manifest reports. One task owns the
+//! [`Sink`]; nothing else writes to the output directory.
+
+mod csv;
+mod file;
+mod parquet;
+mod partition;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use self::csv::{format_timestamp, format_value};
+pub use file::{FinishedFile, PendingFile, sync_dir};
+pub use partition::{DataFile, PartitionedWriter, partition_date};
+
+use crate::client::Reason;
+use crate::config::OutputSettings;
+use crate::money::Money;
+use crate::record::Generation;
+
+/// Failures of the output: these stop the run (data is at risk).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("failed to encode Parquet")]
+    Parquet(#[source] ::parquet::errors::ParquetError),
+    #[error("failed to build an Arrow batch")]
+    Arrow(#[source] arrow_schema::ArrowError),
+    #[error("failed to write CSV")]
+    Csv(#[source] ::csv::Error),
+    #[error("money total overflowed 38 digits")]
+    Overflow,
+}
+
+impl SinkError {
+    pub fn io(action: &'static str, path: &Path, source: io::Error) -> SinkError {
+        SinkError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Names files `part-<run_id>-<shard>-<seq>`, unique within a run.
+pub struct FileNamer {
+    run_id: String,
+    shard: String,
+    seq: u32,
+}
+
+impl FileNamer {
+    pub fn new(run_id: &str, shard: &str) -> FileNamer {
+        FileNamer {
+            run_id: run_id.to_owned(),
+            shard: shard.to_owned(),
+            seq: 0,
+        }
+    }
+
+    pub fn next_data_name(&mut self, extension: &str) -> String {
+        self.seq += 1;
+        format!(
+            "part-{}-{}-{:05}.{extension}",
+            self.run_id, self.shard, self.seq
+        )
+    }
+
+    pub fn run_name(&self, extension: &str) -> String {
+        format!("part-{}-{}.{extension}", self.run_id, self.shard)
+    }
+}
+
+/// One row of the failures file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureRow {
+    pub id: String,
+    pub line: Option<u64>,
+    pub reason: Reason,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub message: String,
+}
+
+/// Sums over the exported records, exact.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    pub records: u64,
+    pub total_cost: Money,
+    pub usage: Money,
+    pub upstream_inference_cost: Money,
+    pub cache_discount: Money,
+    pub tokens_prompt: i64,
+    pub tokens_completion: i64,
+    pub min_created_at: Option<String>,
+    pub max_created_at: Option<String>,
+    /// Records and `total_cost` per model.
+    pub by_model: BTreeMap<String, ModelTotals>,
+    #[serde(skip)]
+    created_range: Option<(i64, i64)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ModelTotals {
+    pub records: u64,
+    pub total_cost: Money,
+}
+
+impl Totals {
+    fn add(&mut self, g: &Generation) -> Result<(), SinkError> {
+        let add = |sum: &mut Money, v: Option<Money>| -> Result<(), SinkError> {
+            *sum = sum
+                .checked_add(v.unwrap_or(Money::ZERO))
+                .ok_or(SinkError::Overflow)?;
+            Ok(())
+        };
+        self.records += 1;
+        add(&mut self.total_cost, g.total_cost)?;
+        add(&mut self.usage, g.usage)?;
+        add(&mut self.upstream_inference_cost, g.upstream_inference_cost)?;
+        add(&mut self.cache_discount, g.cache_discount)?;
+        self.tokens_prompt = self
+            .tokens_prompt
+            .saturating_add(g.tokens_prompt.unwrap_or(0));
+        self.tokens_completion = self
+            .tokens_completion
+            .saturating_add(g.tokens_completion.unwrap_or(0));
+        let model = g.model.as_deref().unwrap_or("(unknown)");
+        let entry = match self.by_model.get_mut(model) {
+            Some(entry) => entry,
+            None => self.by_model.entry(model.to_owned()).or_default(),
+        };
+        entry.records += 1;
+        add(&mut entry.total_cost, g.total_cost)?;
+        if let Some(created) = g.created_at {
+            let (lo, hi) = self.created_range.get_or_insert((created, created));
+            *lo = (*lo).min(created);
+            *hi = (*hi).max(created);
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) {
+        if let Some((lo, hi)) = self.created_range {
+            self.min_created_at = Some(format_timestamp(lo));
+            self.max_created_at = Some(format_timestamp(hi));
+        }
+    }
+}
+
+/// What the sink wrote, once finished.
+#[derive(Debug, Clone)]
+pub struct SinkOutput {
+    pub data_files: Vec<DataFile>,
+    pub failures_file: Option<FinishedFile>,
+    pub failure_rows: u64,
+    pub totals: Totals,
+}
+
+pub struct Sink {
+    settings: OutputSettings,
+    namer: FileNamer,
+    generations: PartitionedWriter<Generation>,
+    failures: Option<(PendingFile, ::csv::Writer<file::HashingWriter>)>,
+    failure_rows: u64,
+    totals: Totals,
+}
+
+impl Sink {
+    pub fn new(settings: &OutputSettings, run_id: &str, shard: &str) -> Sink {
+        Sink {
+            settings: settings.clone(),
+            namer: FileNamer::new(run_id, shard),
+            generations: PartitionedWriter::new(settings.clone()),
+            failures: None,
+            failure_rows: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    pub fn write(&mut self, record: &Generation) -> Result<(), SinkError> {
+        self.generations.append(record, &mut self.namer)?;
+        self.totals.add(record)
+    }
+
+    pub fn write_failure(&mut self, row: &FailureRow) -> Result<(), SinkError> {
+        if self.failures.is_none() {
+            let path = self
+                .settings
+                .dir
+                .join("failures")
+                .join(self.namer.run_name("csv"));
+            let (pending, out) = PendingFile::create(path)?;
+            let mut writer = ::csv::WriterBuilder::new()
+                .terminator(::csv::Terminator::CRLF)
+                .from_writer(out);
+            writer
+                .write_record(["id", "line", "reason", "http_status", "attempts", "message"])
+                .map_err(SinkError::Csv)?;
+            self.failures = Some((pending, writer));
+        }
+        let Some((_, writer)) = self.failures.as_mut() else {
+            return Ok(());
+        };
+        let line = row.line.map(|l| l.to_string()).unwrap_or_default();
+        let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
+        let attempts = row.attempts.to_string();
+        writer
+            .write_record([
+                row.id.as_str(),
+                &line,
+                row.reason.as_str(),
+                &status,
+                &attempts,
+                &row.message,
+            ])
+            .map_err(SinkError::Csv)?;
+        self.failure_rows += 1;
+        Ok(())
+    }
+
+    /// Closes every file, renaming each into place.
+    pub fn finish(mut self) -> Result<SinkOutput, SinkError> {
+        let data_files = self.generations.finish()?;
+        let failures_file = match self.failures.take() {
+            Some((pending, writer)) => {
+                let out = writer
+                    .into_inner()
+                    .map_err(|e| SinkError::Csv(::csv::Error::from(e.into_error())))?;
+                Some(pending.finish(out)?)
+            }
+            None => None,
+        };
+        self.totals.seal();
+        Ok(SinkOutput {
+            data_files,
+            failures_file,
+            failure_rows: self.failure_rows,
+            totals: self.totals,
+        })
+    }
+
+    /// Drops every unfinished file (the run failed); finished files stay.
+    pub fn abandon(self) {
+        self.generations.abandon();
+        if let Some((pending, _)) = self.failures {
+            pending.abandon();
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Parquet data files: rows are appended to Arrow builders and written in
+//! batches; zstd by default, microsecond UTC timestamps, `DECIMAL(38,18)` money.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::SinkError;
+use super::file::HashingWriter;
+use crate::config::Compression;
+use crate::money;
+use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
+
+/// Rows gathered before they are handed to the Parquet encoder.
+const BATCH_ROWS: usize = 4096;
+/// Rows per row group: small enough that a few open files stay within memory.
+const ROW_GROUP_ROWS: usize = 32 * 1024;
+
+pub struct ParquetFile {
+    writer: ArrowWriter<HashingWriter>,
+    schema: SchemaRef,
+    builders: Vec<ColumnBuilder>,
+    buffered: usize,
+}
+
+impl ParquetFile {
+    pub fn try_new<R: Row>(
+        out: HashingWriter,
+        money: MoneyMode,
+        compression: Compression,
+    ) -> Result<ParquetFile, SinkError> {
+        let schema = arrow_schema::<R>(money);
+        let codec = match compression {
+            // Level 3 is zstd's own default: most of the gain for little CPU.
+            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(3).map_err(SinkError::Parquet)?),
+            Compression::Snappy => Codec::SNAPPY,
+            Compression::None => Codec::UNCOMPRESSED,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(codec)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(concat!("genledger ", env!("CARGO_PKG_VERSION")).into())
+            .build();
+        let writer =
+            ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(SinkError::Parquet)?;
+        let builders = R::COLUMNS
+            .iter()
+            .map(|c| ColumnBuilder::new(c.ty, money))
+            .collect();
+        Ok(ParquetFile {
+            writer,
+            schema,
+            builders,
+            buffered: 0,
+        })
+    }
+
+    pub fn append<R: Row>(&mut self, row: &R) -> Result<(), SinkError> {
+        for (builder, column) in self.builders.iter_mut().zip(R::COLUMNS) {
+            builder.append((column.get)(row));
+        }
+        self.buffered += 1;
+        if self.buffered >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), SinkError> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(SinkError::Arrow)?;
+        self.buffered = 0;
+        self.writer.write(&batch).map_err(SinkError::Parquet)
+    }
+
+    pub fn into_inner(mut self) -> Result<HashingWriter, SinkError> {
+        self.flush_batch()?;
+        self.writer.into_inner().map_err(SinkError::Parquet)
+    }
+}
+
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Decimal(Decimal128Builder),
+    Float(Float64Builder),
+    Int(Int64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: ColumnType, money_mode: MoneyMode) -> ColumnBuilder {
+        match (ty, money_mode) {
+            (ColumnType::Text | ColumnType::Json, _) => ColumnBuilder::Text(StringBuilder::new()),
+            (ColumnType::Timestamp, _) => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+            (ColumnType::Money, MoneyMode::Decimal) => ColumnBuilder::Decimal(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(money::PRECISION as u8, money::SCALE as i8)
+                    // 38 and 18 are within Decimal128's limits; the fallback is never taken.
+                    .unwrap_or_else(|_| Decimal128Builder::new()),
+            ),
+            (ColumnType::Money | ColumnType::Float, _) => {
+                ColumnBuilder::Float(Float64Builder::new())
+            }
+            (ColumnType::Int, _) => ColumnBuilder::Int(Int64Builder::new()),
+            (ColumnType::Bool, _) => ColumnBuilder::Bool(BooleanBuilder::new()),
+        }
+    }
+
+    /// Appends `value`; a value of another type than the column (which the
+    /// column table rules out) is written as null rather than panicking.
+    fn append(&mut self, value: Value<'_>) {
+        match (self, value) {
+            (ColumnBuilder::Text(b), Value::Text(s)) => b.append_value(s),
+            (ColumnBuilder::Timestamp(b), Value::Timestamp(t)) => b.append_value(t),
+            (ColumnBuilder::Decimal(b), Value::Money(m)) => b.append_value(m.units()),
+            (ColumnBuilder::Float(b), Value::Money(m)) => b.append_value(m.to_f64()),
+            (ColumnBuilder::Float(b), Value::Float(f)) => b.append_value(f),
+            (ColumnBuilder::Int(b), Value::Int(i)) => b.append_value(i),
+            (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (builder, _) => builder.append_null(),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::Decimal(b) => b.append_null(),
+            ColumnBuilder::Float(b) => b.append_null(),
+            ColumnBuilder::Int(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}

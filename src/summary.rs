@@ -1,0 +1,134 @@
+//! The run report: what a run did, printed for people at the end of every run
+//! (also after an interrupt) or as JSON for machines.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::sink::Totals;
+use crate::stop::StopReason;
+
+/// Counts of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub input_lines: u64,
+    pub ids: u64,
+    pub invalid_lines: u64,
+    pub duplicates_skipped: u64,
+    pub exported: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub exit_code: u8,
+    pub counts: Counts,
+    pub duration_secs: f64,
+    pub records_per_sec: f64,
+    pub totals: Totals,
+    pub files: Vec<PathBuf>,
+    pub failures_file: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub stopped: Option<String>,
+    /// Peak resident memory of this process, where the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl RunReport {
+    pub fn exit_code_for(counts: &Counts, stop: Option<&StopReason>) -> u8 {
+        match stop {
+            Some(StopReason::Refused { .. }) => 3,
+            Some(StopReason::Interrupted) => 130,
+            Some(StopReason::OutputFailed) => 2,
+            None if counts.failed + counts.pending > 0 => 1,
+            None => 0,
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_secs)
+    }
+}
+
+/// Peak RSS from `/proc/self/status` (Linux); `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        writeln!(f, "genledger run {}", self.run_id)?;
+        if let Some(stopped) = &self.stopped {
+            writeln!(f, "  STOPPED: {stopped}")?;
+        }
+        writeln!(
+            f,
+            "  IDs read           {:>10}  ({} lines)",
+            c.ids, c.input_lines
+        )?;
+        writeln!(f, "  exported           {:>10}", c.exported)?;
+        writeln!(
+            f,
+            "  failed             {:>10}  (invalid lines {})",
+            c.failed, c.invalid_lines
+        )?;
+        writeln!(
+            f,
+            "  pending            {:>10}  (retried by the next run)",
+            c.pending
+        )?;
+        writeln!(f, "  duplicates skipped {:>10}", c.duplicates_skipped)?;
+        writeln!(
+            f,
+            "  requests           {:>10}  (429s {}, retries {})",
+            c.requests, c.rate_limited, c.retries
+        )?;
+        writeln!(
+            f,
+            "  duration           {:>10.2}s ({:.0} records/s)",
+            self.duration_secs, self.records_per_sec
+        )?;
+        writeln!(
+            f,
+            "  total cost         {:>10} USD (exact)",
+            self.totals.total_cost
+        )?;
+        let mut models: Vec<_> = self.totals.by_model.iter().collect();
+        models.sort_by(|a, b| b.1.total_cost.cmp(&a.1.total_cost).then(a.0.cmp(b.0)));
+        if !models.is_empty() {
+            writeln!(f, "  top models by cost:")?;
+            for (model, totals) in models.iter().take(5) {
+                writeln!(
+                    f,
+                    "    {:<40} {:>22} USD  {:>8} records",
+                    model,
+                    totals.total_cost.to_string(),
+                    totals.records
+                )?;
+            }
+        }
+        if !self.files.is_empty() {
+            writeln!(f, "  data files         {:>10}", self.files.len())?;
+            if let Some(first) = self.files.first() {
+                let dir = first.parent().and_then(|p| p.parent()).unwrap_or(first);
+                writeln!(f, "    under {}", dir.display())?;
+            }
+        }
+        if let Some(path) = &self.failures_file {
+            writeln!(f, "  failures           {}", path.display())?;
+        }
+        if let Some(path) = &self.manifest {
+            writeln!(f, "  manifest           {}", path.display())?;
+        }
+        Ok(())
+    }
+}
