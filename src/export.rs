@@ -323,15 +323,20 @@ fn snapshot(live: &LiveCounts, requests: &RequestCounters, pacer: &Pacer) -> Sna
     }
 }
 
+/// `pending` covers every ID read but not finished: those recorded as pending
+/// and those a stopped run never got to.
 fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestCounters) -> Counts {
+    let exported = live.exported.load(Ordering::Relaxed);
+    let failed = live.failed.load(Ordering::Relaxed);
+    let failed_ids = failed.saturating_sub(source.invalid);
     Counts {
         input_lines: source.lines,
         ids: source.ids,
         invalid_lines: source.invalid,
         duplicates_skipped: source.duplicates,
-        exported: live.exported.load(Ordering::Relaxed),
-        failed: live.failed.load(Ordering::Relaxed),
-        pending: live.pending.load(Ordering::Relaxed),
+        exported,
+        failed,
+        pending: source.ids.saturating_sub(exported + failed_ids),
         requests: requests.requests.load(Ordering::Relaxed),
         rate_limited: requests.rate_limited.load(Ordering::Relaxed),
         retries: requests.retries.load(Ordering::Relaxed),

@@ -127,6 +127,7 @@ impl Client {
         run_id: String,
     ) -> Result<Client, ClientError> {
         let key = api.key.as_ref().ok_or(ClientError::NoKey)?;
+        install_crypto();
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
             .map_err(|_| ClientError::BadHeader("Authorization"))?;
@@ -385,6 +386,11 @@ impl Client {
     pub fn pacer(&self) -> &Pacer {
         &self.pacer
     }
+}
+
+/// Installs ring as the process's TLS crypto provider (once; later calls are no-ops).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn failure(reason: Reason, http_status: Option<u16>, attempts: u32, message: &str) -> Failure {

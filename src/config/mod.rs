@@ -123,11 +123,9 @@ impl Layered {
         match &meta.source {
             Some(Source::File(path)) => format!("`{}`", path.display()),
             _ if meta.name.contains("environment") => {
-                let keys: Vec<&str> = key.split('.').collect();
-                format!(
-                    "environment variable `{}`",
-                    meta.interpolate(&Profile::Default, &keys)
-                )
+                // figment's own interpolation prints the dotted key, not the variable.
+                let name = key.split('.').collect::<Vec<_>>().join("__").to_uppercase();
+                format!("environment variable `GENLEDGER_{name}`")
             }
             _ if meta.name.contains("Serialized") => "built-in defaults".into(),
             _ => meta.name.to_string(),

@@ -141,6 +141,12 @@ impl Settings {
                 ));
             }
         }
+        if raw.export.content {
+            return Err(invalid(
+                "export.content",
+                "content export is not available in this version of genledger".into(),
+            ));
+        }
         let metrics_listen = match &raw.metrics.listen {
             Some(addr) => Some(
                 addr.parse()

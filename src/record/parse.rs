@@ -206,9 +206,14 @@ impl<'a> Fields<'a> {
     }
 
     /// The leftovers as one JSON object, keys sorted, values byte for byte as
-    /// the API sent them.
+    /// the API sent them; null values are left out.
     fn into_extra(self) -> Option<String> {
-        let mut rest: Vec<(String, &RawValue)> = self.map.into_iter().collect();
+        // A null carries nothing worth a place in `extra`.
+        let mut rest: Vec<(String, &RawValue)> = self
+            .map
+            .into_iter()
+            .filter(|(_, raw)| raw.get() != "null")
+            .collect();
         rest.extend(self.mismatched);
         if rest.is_empty() {
             return None;
@@ -254,7 +259,7 @@ mod tests {
     fn money_is_exact_and_unknown_fields_land_in_extra() {
         let g = parse(
             r#"{"id":"gen-1","total_cost":0.30000000000000004,"usage":3e-7,"cache_discount":"0.5",
-               "zeta":{"a":1.10},"alpha":[1,2],"tokens_prompt":"many","created_at":"2024-07-15T23:33:19.433273+00:00"}"#,
+               "zeta":{"a":1.10},"alpha":[1,2],"tokens_prompt":"many","gone":null,"created_at":"2024-07-15T23:33:19.433273+00:00"}"#,
         )
         .unwrap();
         assert_eq!(g.total_cost.unwrap().to_string(), "0.30000000000000004");

@@ -36,9 +36,14 @@ impl IdDice {
     }
 
     /// One element of a non-empty constant table.
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick_ref<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         // The index is reduced modulo `len`, and every table passed here is a non-empty const.
         &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A copy of one element of a non-empty constant table.
+    pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        *self.pick_ref(items)
     }
 }
 

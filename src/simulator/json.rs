@@ -21,6 +21,14 @@ impl io::Write for StrSink<'_> {
 
 /// Appends `s` as a quoted, escaped JSON string.
 pub(crate) fn push_str(out: &mut String, s: &str) {
+    // Most values need no escaping; serde_json would copy them unchanged, so skip it.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // `StrSink::write` never fails, and serializing a `str` fails only on a write error.
     serde_json::to_writer(StrSink(out), s).expect("writing JSON into a String cannot fail");
 }

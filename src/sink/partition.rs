@@ -28,7 +28,7 @@ pub struct DataFile {
 }
 
 enum Encoder {
-    Parquet(ParquetFile),
+    Parquet(Box<ParquetFile>),
     Csv(CsvFile),
 }
 
@@ -118,11 +118,11 @@ impl<R: Row> PartitionedWriter<R> {
 
     fn encoder(&self, out: HashingWriter) -> Result<Encoder, SinkError> {
         Ok(match self.settings.format {
-            Format::Parquet => Encoder::Parquet(ParquetFile::try_new::<R>(
+            Format::Parquet => Encoder::Parquet(Box::new(ParquetFile::try_new::<R>(
                 out,
                 self.settings.money,
                 self.settings.compression,
-            )?),
+            )?)),
             Format::Csv => Encoder::Csv(CsvFile::try_new::<R>(out)?),
         })
     }

@@ -1,0 +1,232 @@
+//! The `genledger` executable as a user runs it: exit codes, messages on
+//! stderr, configuration layers, and the API key kept out of everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use genledger::simulator::SimConfig;
+
+use crate::support::*;
+
+fn genledger() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genledger"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GENLEDGER_") || name == "OPENROUTER_API_KEY" || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("genledger runs"))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[tokio::test]
+async fn api_key_never_reaches_output_logs_or_files_even_at_trace() {
+    let sim = start_sim(SimConfig {
+        error_rate: 0.05,
+        scripted_429_every: Some(40),
+        scripted_pause: Duration::from_millis(50),
+        unauthorized_after: Some(150),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = ids(200, Duration::from_secs(86_400), "leak");
+    lines.push("bad\u{1}line".into());
+    let input = write_lines(dir.path(), "ids.txt", &lines);
+    let out = dir.path().join("out");
+    let mut cmd = genledger();
+    cmd.args([
+        "-vvv",
+        "export",
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--rps",
+        "5000",
+    ])
+    .arg("--input")
+    .arg(&input)
+    .arg("--output")
+    .arg(&out)
+    .args(["--base-url", &sim.base_url()])
+    .env("OPENROUTER_API_KEY", KEY)
+    .env("RUST_LOG", "trace")
+    .env("GENLEDGER_FETCH__BACKOFF_INITIAL", "1ms")
+    .env("GENLEDGER_FETCH__BACKOFF_MAX", "5ms");
+    let output = run(cmd).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("refused the API key (401"), "{stderr}");
+    assert!(stderr.lines().count() > 50, "trace logging was on");
+    let secret = &KEY[10..];
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "key leaked to the terminal"
+    );
+    let files = all_files(&out);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("_manifests"))
+    );
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !text(&bytes).contains(secret),
+            "key leaked into {}",
+            file.display()
+        );
+    }
+
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let mut cmd = genledger();
+    cmd.arg("show-config")
+        .env("GENLEDGER_API__KEY_FILE", &key_file)
+        .env("OPENROUTER_API_KEY", KEY);
+    let output = run(cmd).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).contains("****") && !text(&output.stdout).contains(secret));
+}
+
+#[tokio::test]
+async fn layers_apply_in_order_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("genledger.toml");
+    std::fs::write(
+        &file,
+        "[fetch]\nconcurrency = 3\nrequests_per_second = 7.0\nburst = 2\n",
+    )
+    .unwrap();
+    let mut cmd = genledger();
+    cmd.args(["show-config", "--concurrency", "5"])
+        .arg("--config")
+        .arg(&file)
+        .env("GENLEDGER_FETCH__REQUESTS_PER_SECOND", "9.5");
+    let output = run(cmd).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let shown: toml::Value = toml::from_str(&text(&output.stdout)).unwrap();
+    let fetch = &shown["fetch"];
+    assert_eq!(
+        fetch["concurrency"].as_integer(),
+        Some(5),
+        "flag beats file"
+    );
+    assert_eq!(
+        fetch["requests_per_second"].as_float(),
+        Some(9.5),
+        "env beats file"
+    );
+    assert_eq!(fetch["burst"].as_integer(), Some(2), "file beats default");
+    assert_eq!(fetch["max_attempts"].as_integer(), Some(6), "default");
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key_and_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "bad-type.toml",
+            "[fetch]\nrequests_per_second = \"fast\"\n",
+            "requests_per_second",
+        ),
+        ("unknown.toml", "[fetch]\nrps = 5\n", "rps"),
+        (
+            "zero.toml",
+            "[fetch]\nconcurrency = 0\n",
+            "fetch.concurrency",
+        ),
+        (
+            "insecure.toml",
+            "[api]\nbase_url = \"http://example.com/api/v1\"\n",
+            "api.base_url",
+        ),
+    ];
+    for (name, body, key) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, body).unwrap();
+        let mut cmd = genledger();
+        cmd.arg("check-config").arg("--config").arg(&file);
+        let output = run(cmd).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(name),
+            "{name}: {stderr}"
+        );
+    }
+    let mut cmd = genledger();
+    cmd.arg("check-config").env("GENLEDGER_FETCH__BURST", "0");
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("GENLEDGER_FETCH__BURST"), "{stderr}");
+    let mut cmd = genledger();
+    cmd.args(["check-config", "--config", "/nonexistent/genledger.toml"]);
+    assert_eq!(run(cmd).await.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn every_shipped_config_file_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo_file("config")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut cmd = genledger();
+        cmd.arg("check-config").arg("--config").arg(&path);
+        let output = run(cmd).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+#[tokio::test]
+async fn export_without_a_key_or_input_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_lines(dir.path(), "ids.txt", &ids(1, Duration::ZERO, "k"));
+    let mut cmd = genledger();
+    cmd.arg("export")
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("out"));
+    let output = run(cmd).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("no API key"),
+        "{}",
+        text(&output.stderr)
+    );
+    let mut cmd = genledger();
+    cmd.arg("export")
+        .env("OPENROUTER_API_KEY", KEY)
+        .arg("--output")
+        .arg(dir.path().join("out"));
+    let output = run(cmd).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("no input"),
+        "{}",
+        text(&output.stderr)
+    );
+}

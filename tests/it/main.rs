@@ -1,0 +1,7 @@
+//! Integration tests, one binary: the exporter against the embedded simulator on
+//! loopback, and the `genledger` executable as a user runs it.
+
+mod cli;
+mod faults;
+mod roundtrip;
+mod support;
