@@ -29,6 +29,8 @@ use crate::summary::{Counts, RunReport, peak_rss_bytes};
 const SOURCE_QUEUE: usize = 1024;
 /// Outcomes queued between the fetch tasks and the sink.
 const SINK_QUEUE: usize = 1024;
+/// How long the sink thread waits for more outcomes before it sleeps on the queue.
+const SINK_NAP: Duration = Duration::from_millis(2);
 
 /// What the sink thread receives.
 enum Outcome {
@@ -272,7 +274,7 @@ fn drain_into_sink(
     live: &LiveCounts,
     stop: &Stop,
 ) -> Result<SinkOutput, SinkError> {
-    while let Some(outcome) = rx.blocking_recv() {
+    while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
             Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
             Outcome::Failed(row) => sink.write_failure(row).map(|()| &live.failed),
@@ -291,6 +293,19 @@ fn drain_into_sink(
         }
     }
     sink.finish()
+}
+
+/// The next outcome. When the queue runs dry the thread naps briefly before
+/// it blocks, so outcomes are taken in bursts instead of one thread wake-up
+/// each (the wake-ups cost more CPU than writing the rows).
+fn next_outcome(rx: &mut mpsc::Receiver<Outcome>) -> Option<Outcome> {
+    match rx.try_recv() {
+        Ok(outcome) => return Some(outcome),
+        Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        Err(mpsc::error::TryRecvError::Empty) => {}
+    }
+    std::thread::sleep(SINK_NAP);
+    rx.blocking_recv()
 }
 
 fn spawn_ticker(

@@ -90,6 +90,9 @@ pub trait Row: Send + 'static {
     const COLUMNS: &'static [Column<Self>];
     /// The table's directory under the output root (`generations`, `content`).
     const TABLE: &'static str;
+    /// Columns whose values rarely repeat (IDs, JSON documents): Parquet writes
+    /// them without a dictionary.
+    const UNIQUE_COLUMNS: &'static [&'static str] = &[];
     /// Microseconds since the epoch that decide the `date=` partition.
     fn partition_micros(&self) -> i64;
 }

@@ -157,6 +157,15 @@ const COLUMNS: &[Column<Generation>] = &[
 impl Row for Generation {
     const COLUMNS: &'static [Column<Self>] = COLUMNS;
     const TABLE: &'static str = "generations";
+    const UNIQUE_COLUMNS: &'static [&'static str] = &[
+        "id",
+        "created_at",
+        "upstream_id",
+        "request_id",
+        "provider_responses",
+        "extra",
+        "exported_at",
+    ];
 
     /// The UTC day of `created_at`; a record without one is filed under the day
     /// it was exported, so it is never dropped.

@@ -12,6 +12,7 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
 use super::file::HashingWriter;
@@ -19,10 +20,16 @@ use crate::config::Compression;
 use crate::money;
 use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 
-/// Rows gathered before they are handed to the Parquet encoder.
-const BATCH_ROWS: usize = 4096;
-/// Rows per row group: small enough that a few open files stay within memory.
-const ROW_GROUP_ROWS: usize = 32 * 1024;
+/// Rows per row group. A file's rows wait in Arrow builders until a whole row
+/// group is there; it is then encoded and flushed at once. The encoder (one
+/// zstd context per column) exists only during that flush, so an open file
+/// costs only its buffered rows, which keeps several open partitions cheap.
+const ROW_GROUP_ROWS: usize = 4 * 1024;
+/// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB
+/// times 46 columns would be 46 MiB a file).
+const DATA_PAGE_BYTES: usize = 64 * 1024;
+/// A column's dictionary size before it falls back to plain encoding.
+const DICTIONARY_PAGE_BYTES: usize = 32 * 1024;
 
 pub struct ParquetFile {
     writer: ArrowWriter<HashingWriter>,
@@ -40,15 +47,21 @@ impl ParquetFile {
         let schema = arrow_schema::<R>(money);
         let codec = match compression {
             // Level 3 is zstd's own default: most of the gain for little CPU.
-            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(3).map_err(SinkError::Parquet)?),
+            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1).map_err(SinkError::Parquet)?),
             Compression::Snappy => Codec::SNAPPY,
             Compression::None => Codec::UNCOMPRESSED,
         };
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(codec)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(concat!("genledger ", env!("CARGO_PKG_VERSION")).into())
-            .build();
+            .set_data_page_size_limit(DATA_PAGE_BYTES)
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+            .set_created_by(concat!("genledger ", env!("CARGO_PKG_VERSION")).into());
+        for column in R::UNIQUE_COLUMNS {
+            // A dictionary of values that never repeat costs memory and CPU for nothing.
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        }
+        let props = props.build();
         let writer =
             ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(SinkError::Parquet)?;
         let builders = R::COLUMNS
@@ -68,13 +81,13 @@ impl ParquetFile {
             builder.append((column.get)(row));
         }
         self.buffered += 1;
-        if self.buffered >= BATCH_ROWS {
-            self.flush_batch()?;
+        if self.buffered >= ROW_GROUP_ROWS {
+            self.flush_row_group()?;
         }
         Ok(())
     }
 
-    fn flush_batch(&mut self) -> Result<(), SinkError> {
+    fn flush_row_group(&mut self) -> Result<(), SinkError> {
         if self.buffered == 0 {
             return Ok(());
         }
@@ -85,11 +98,12 @@ impl ParquetFile {
             .collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(SinkError::Arrow)?;
         self.buffered = 0;
-        self.writer.write(&batch).map_err(SinkError::Parquet)
+        self.writer.write(&batch).map_err(SinkError::Parquet)?;
+        self.writer.flush().map_err(SinkError::Parquet)
     }
 
     pub fn into_inner(mut self) -> Result<HashingWriter, SinkError> {
-        self.flush_batch()?;
+        self.flush_row_group()?;
         self.writer.into_inner().map_err(SinkError::Parquet)
     }
 }
