@@ -5,7 +5,9 @@
 //! (once per episode: answers to requests sent before the cut do not cut again)
 //! and pauses all sending until the server's announced instant. While answers
 //! are good the rate climbs back by a fixed step per [`INCREASE_EVERY`], never
-//! above the configured rate.
+//! above the configured rate. Below the configured rate the burst is one: a
+//! server that just said 429 has an empty bucket, and a burst released at the
+//! end of a pause would only earn more 429s.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -15,11 +17,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// Factor applied to the rate on a 429.
-pub const DECREASE: f64 = 0.85;
+pub const DECREASE: f64 = 0.9;
 /// How often the rate may climb while answers are good.
 pub const INCREASE_EVERY: Duration = Duration::from_millis(250);
 /// Each climb adds this share of the configured rate.
-pub const INCREASE_SHARE: f64 = 0.005;
+pub const INCREASE_SHARE: f64 = 0.01;
 /// The rate never drops below this share of the configured rate.
 pub const FLOOR_SHARE: f64 = 0.001;
 
@@ -75,15 +77,15 @@ impl Pacer {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            let limiter = self
-                .limiter
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let limiter = self.current_limiter();
             limiter.until_ready().await;
-            // A pause may have begun while this worker waited for the limiter.
+            // A pause may have begun, or the rate changed, while this worker
+            // waited; a replaced limiter no longer paces anyone, so a cell
+            // from it does not count.
             let state = self.state();
-            if state.paused_until.is_some_and(|t| t > Instant::now()) {
+            if state.paused_until.is_some_and(|t| t > Instant::now())
+                || !Arc::ptr_eq(&limiter, &self.current_limiter())
+            {
                 continue;
             }
             return Ticket { epoch: state.epoch };
@@ -129,8 +131,20 @@ impl Pacer {
         self.state().rate
     }
 
+    fn current_limiter(&self) -> Arc<DefaultDirectRateLimiter> {
+        self.limiter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn install(&self, rate: f64) {
-        let limiter = Arc::new(build_limiter(rate, self.burst, true));
+        let burst = if rate >= self.max_rate {
+            self.burst
+        } else {
+            NonZeroU32::MIN
+        };
+        let limiter = Arc::new(build_limiter(rate, burst, true));
         *self.limiter.write().unwrap_or_else(|e| e.into_inner()) = limiter;
     }
 }
@@ -189,7 +203,7 @@ mod tests {
         pacer.on_rate_limited(early, Duration::from_millis(50));
         pacer.on_rate_limited(also_early, Duration::from_millis(50));
         assert!(
-            (pacer.rate() - 85.0).abs() < 1e-9,
+            (pacer.rate() - 90.0).abs() < 1e-9,
             "in-flight 429s of one episode cut once"
         );
         let later = pacer.acquire().await;
@@ -198,7 +212,7 @@ mod tests {
             "paused"
         );
         pacer.on_rate_limited(later, Duration::ZERO);
-        assert!((pacer.rate() - 72.25).abs() < 1e-9);
+        assert!((pacer.rate() - 81.0).abs() < 1e-9);
         for _ in 0..2000 {
             tokio::time::advance(INCREASE_EVERY).await;
             pacer.on_success();

@@ -93,6 +93,10 @@ pub trait Row: Send + 'static {
     /// Columns whose values rarely repeat (IDs, JSON documents): Parquet writes
     /// them without a dictionary.
     const UNIQUE_COLUMNS: &'static [&'static str] = &[];
+    /// Columns queries filter on: Parquet keeps min/max statistics per row
+    /// group for these only (statistics on every column cost memory per row
+    /// group while a file is open).
+    const PRUNING_COLUMNS: &'static [&'static str] = &[];
     /// Microseconds since the epoch that decide the `date=` partition.
     fn partition_micros(&self) -> i64;
 }

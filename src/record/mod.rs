@@ -157,6 +157,13 @@ const COLUMNS: &[Column<Generation>] = &[
 impl Row for Generation {
     const COLUMNS: &'static [Column<Self>] = COLUMNS;
     const TABLE: &'static str = "generations";
+    const PRUNING_COLUMNS: &'static [&'static str] = &[
+        "created_at",
+        "model",
+        "provider_name",
+        "app_id",
+        "exported_at",
+    ];
     const UNIQUE_COLUMNS: &'static [&'static str] = &[
         "id",
         "created_at",

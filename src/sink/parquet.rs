@@ -11,7 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
@@ -24,7 +24,7 @@ use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 /// group is there; it is then encoded and flushed at once. The encoder (one
 /// zstd context per column) exists only during that flush, so an open file
 /// costs only its buffered rows, which keeps several open partitions cheap.
-const ROW_GROUP_ROWS: usize = 4 * 1024;
+const ROW_GROUP_ROWS: usize = 8 * 1024;
 /// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB
 /// times 46 columns would be 46 MiB a file).
 const DATA_PAGE_BYTES: usize = 64 * 1024;
@@ -46,7 +46,8 @@ impl ParquetFile {
     ) -> Result<ParquetFile, SinkError> {
         let schema = arrow_schema::<R>(money);
         let codec = match compression {
-            // Level 3 is zstd's own default: most of the gain for little CPU.
+            // Level 1 gave the same file sizes as level 3 on these rows, with
+            // less CPU and smaller per-column contexts.
             Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1).map_err(SinkError::Parquet)?),
             Compression::Snappy => Codec::SNAPPY,
             Compression::None => Codec::UNCOMPRESSED,
@@ -56,7 +57,15 @@ impl ParquetFile {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_data_page_size_limit(DATA_PAGE_BYTES)
             .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+            // Statistics are kept in memory, per row group and column, until
+            // the file closes (measured: ~45 MB over a million rows), so only
+            // the columns queries prune on get them.
+            .set_statistics_enabled(EnabledStatistics::None)
             .set_created_by(concat!("genledger ", env!("CARGO_PKG_VERSION")).into());
+        for column in R::PRUNING_COLUMNS {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Chunk);
+        }
         for column in R::UNIQUE_COLUMNS {
             // A dictionary of values that never repeat costs memory and CPU for nothing.
             props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
