@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command, ConfigArgs, ExportArgs, SummaryFormat};
 use crate::config::{self, ConfigError, Settings};
+use crate::ledger::LedgerError;
 use crate::progress::{Progress, Silent, TerminalProgress};
 use crate::stop::{Stop, StopReason};
 use crate::summary::RunReport;
@@ -42,9 +43,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Exit code when another process holds the state.
+pub const EXIT_LOCKED: u8 = 4;
+
 /// The exit code for an error that ended a command.
-pub fn exit_code_for(_error: &anyhow::Error) -> u8 {
-    EXIT_ERROR
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    let locked = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(LedgerError::Locked { .. })));
+    if locked { EXIT_LOCKED } else { EXIT_ERROR }
 }
 
 fn load_settings(
@@ -63,7 +70,10 @@ async fn run_export(file: Option<&std::path::Path>, args: ExportArgs) -> anyhow:
     } else {
         Arc::new(TerminalProgress::new(None))
     };
-    let report = export::run(&settings, stop, progress).await?;
+    let options = export::RunOptions {
+        retry_failed: args.retry_failed,
+    };
+    let report = export::run(&settings, &options, stop, progress).await?;
     print_report(&report, args.summary)?;
     Ok(report.exit_code)
 }

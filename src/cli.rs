@@ -106,6 +106,9 @@ pub struct ExportArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Fetch again the IDs earlier runs recorded as failed.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 #[derive(Debug, Args)]

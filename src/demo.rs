@@ -51,11 +51,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         Format::Parquet,
     )?;
     let progress = Arc::new(TerminalProgress::new(Some(args.ids)));
-    let report = export::run(&settings, stop.clone(), progress).await?;
+    let options = export::RunOptions::default();
+    let report = export::run(&settings, &options, stop.clone(), progress).await?;
     print_report(&report, SummaryFormat::Text)?;
 
     let csv_settings = demo_settings(&sim.base_url(), &ids_path, &dir.join("csv"), Format::Csv)?;
-    let csv_report = export::run(&csv_settings, stop, Arc::new(Silent)).await?;
+    let csv_report = export::run(&csv_settings, &options, stop, Arc::new(Silent)).await?;
     let stats = sim.stats();
     sim.shutdown().await;
     println!(

@@ -6,9 +6,10 @@
 //!  (blocking)         (bounded)          (pacer + client)            (owns writers)
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc};
@@ -16,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{Client, Failure, Fetched, Reason, RequestCounters};
 use crate::config::Settings;
+use crate::ledger::{IdStatus, Ledger, Reconciled, StateLock};
 use crate::limiter::Pacer;
 use crate::manifest::{Manifest, RunInfo};
 use crate::progress::{Progress, Snapshot};
@@ -47,136 +49,206 @@ struct LiveCounts {
     pending: AtomicU64,
 }
 
-/// Runs one export over `settings.inputs`.
+/// How this process runs an export, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Re-queue IDs that earlier runs recorded as failed.
+    pub retry_failed: bool,
+}
+
+/// The state a run holds: the lock, its ledger entry, its identity.
+struct RunState {
+    _lock: StateLock,
+    ledger: Ledger,
+    run_no: i64,
+    run_id: String,
+    shard: &'static str,
+    started_at: String,
+}
+
+/// Runs one export over `settings.inputs` (and whatever earlier runs left pending).
 pub async fn run(
     settings: &Settings,
+    options: &RunOptions,
     stop: Arc<Stop>,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
-    let run_id = new_run_id();
-    let shard = "0";
     if settings.inputs.is_empty() {
         anyhow::bail!("no input: give `--input PATH` (or `-` for stdin) or set `input.paths`");
     }
-    let out_dir = &settings.output.dir;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
-    tracing::info!(%run_id, output = %out_dir.display(), "export started");
-
+    let mut state = open_state(settings, options)?;
     let requests = Arc::new(RequestCounters::default());
     let pacer = Arc::new(Pacer::new(
         settings.fetch.requests_per_second,
         settings.fetch.burst,
     ));
-    let client = Arc::new(
-        Client::try_new(
-            &settings.api,
-            &settings.fetch,
-            pacer.clone(),
-            stop.clone(),
-            requests.clone(),
-            run_id.clone(),
-        )
-        .context("failed to set up the API client")?,
-    );
-
-    let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
-    let source = IdSource::new(settings.inputs.clone());
-    let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
+    let client = Client::try_new(
+        &settings.api,
+        &settings.fetch,
+        pacer.clone(),
+        stop.clone(),
+        requests.clone(),
+        state.run_id.clone(),
+    )
+    .context("failed to set up the API client")?;
 
     let live = Arc::new(LiveCounts::default());
-    let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
-    let sink = Sink::new(&settings.output, &run_id, shard);
-    let sink_stop = stop.clone();
-    let sink_live = live.clone();
-    let sink_thread = std::thread::Builder::new()
-        .name("genledger-sink".into())
-        .spawn(move || drain_into_sink(sink, sink_rx, &sink_live, &sink_stop))
-        .context("failed to start the sink thread")?;
-
     let ticker = spawn_ticker(
         live.clone(),
         requests.clone(),
         pacer.clone(),
         progress.clone(),
     );
-    dispatch(
-        source_rx,
-        &settings.inputs,
-        client,
-        &stop,
-        sink_tx,
-        settings.fetch.concurrency,
-    )
-    .await;
+    let result = pipeline(settings, &state, Arc::new(client), &stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
-
-    let source_counts = match source_task.await {
-        Ok(Ok(counts)) => counts,
-        Ok(Err(e)) => {
-            stop.trigger(StopReason::OutputFailed);
-            let _ = sink_thread.join();
-            return Err(e).context("failed to read the input");
-        }
-        Err(e) => anyhow::bail!("the input reader failed: {e}"),
-    };
-    let output = match sink_thread.join() {
-        Ok(result) => result
-            .context("failed to write output; files already renamed into place are complete")?,
-        Err(_) => {
-            anyhow::bail!("the sink thread panicked; files already renamed into place are complete")
-        }
-    };
+    let (source_counts, output) = result?;
     progress.update(&snapshot(&live, &requests, &pacer));
     progress.finish();
 
     let counts = counts(source_counts, &live, &requests);
     let stop_reason = stop.reason();
     let stopped = stop_reason.as_ref().map(describe_stop);
-    let manifest = Manifest::new(
-        RunInfo {
-            run_id: &run_id,
-            shard,
-            out_dir,
-            started_at: &started_at,
+    let exit_code = RunReport::exit_code_for(&counts, stop_reason.as_ref());
+    let manifest_path = if output.data_files.is_empty() && output.failures_file.is_none() {
+        // Nothing new: no empty files, no manifest; the ledger records the run.
+        None
+    } else {
+        let info = RunInfo {
+            run_id: &state.run_id,
+            shard: state.shard,
+            out_dir: &settings.output.dir,
+            started_at: &state.started_at,
             format: settings.output.format.extension(),
             stopped: stopped.clone(),
-        },
-        &output,
-        counts,
-    );
-    let manifest_path = manifest
-        .write(out_dir)
-        .context("failed to write the run manifest")?;
-    let duration = started.elapsed();
-    tracing::info!(%run_id, exported = counts.exported, failed = counts.failed, pending = counts.pending, "export finished");
+        };
+        let manifest = Manifest::new(info, &output, counts);
+        Some(
+            manifest
+                .write(&settings.output.dir)
+                .context("failed to write the run manifest")?,
+        )
+    };
+    let finished_at = format_timestamp(chrono::Utc::now().timestamp_micros());
+    state
+        .ledger
+        .finish_run(
+            state.run_no,
+            &finished_at,
+            exit_code,
+            manifest_path.as_deref(),
+        )
+        .context("failed to record the run in the ledger")?;
+    tracing::info!(run_id = %state.run_id, exported = counts.exported, failed = counts.failed, pending = counts.pending, "export finished");
     Ok(report(
-        run_id,
+        state.run_id,
+        exit_code,
         counts,
-        duration,
+        started.elapsed(),
         output,
         manifest_path,
-        stop_reason,
         stopped,
     ))
 }
 
+/// Takes the lock, opens the ledger, settles what a dead run left, and records
+/// this run's start.
+fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunState> {
+    let out_dir = &settings.output.dir;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
+    let lock = StateLock::acquire(&settings.state_path)?;
+    let mut ledger = Ledger::open(&settings.state_path, out_dir)?;
+    let shard = "0";
+    let reconciled = ledger
+        .reconcile(shard)
+        .context("failed to reconcile the output with the ledger")?;
+    if reconciled != Reconciled::default() {
+        tracing::warn!(?reconciled, "settled what an earlier run left unfinished");
+    }
+    if options.retry_failed {
+        let requeued = ledger.requeue_failed()?;
+        tracing::info!(requeued, "failed IDs re-queued");
+    }
+    let run_id = new_run_id();
+    let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
+    let run_no = ledger.begin_run(&run_id, shard, &started_at)?;
+    tracing::info!(%run_id, output = %out_dir.display(), "export started");
+    Ok(RunState {
+        _lock: lock,
+        ledger,
+        run_no,
+        run_id,
+        shard,
+        started_at,
+    })
+}
+
+/// Source thread → dispatcher → fetch tasks → sink thread, until the input
+/// and the leftovers are done or the run stops.
+async fn pipeline(
+    settings: &Settings,
+    state: &RunState,
+    client: Arc<Client>,
+    stop: &Arc<Stop>,
+    live: &Arc<LiveCounts>,
+) -> anyhow::Result<(SourceCounts, SinkOutput)> {
+    let out_dir = &settings.output.dir;
+    let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
+    let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
+    let source = IdSource::new(settings.inputs.clone(), source_ledger, state.run_no);
+    let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
+
+    let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
+    let sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
+    let sink = Sink::new(&settings.output, &state.run_id, state.shard, sink_ledger);
+    let (sink_stop, sink_live) = (stop.clone(), live.clone());
+    let sink_thread = std::thread::Builder::new()
+        .name("genledger-sink".into())
+        .spawn(move || drain_into_sink(sink, sink_rx, &sink_live, &sink_stop))
+        .context("failed to start the sink thread")?;
+
+    dispatch(
+        source_rx,
+        &settings.inputs,
+        client,
+        stop,
+        sink_tx,
+        settings.fetch.concurrency,
+    )
+    .await;
+
+    let source_result = source_task.await;
+    let output = match sink_thread.join() {
+        Ok(result) => {
+            result.context("failed to write output; files already committed are complete")?
+        }
+        Err(_) => anyhow::bail!("the sink thread panicked; files already committed are complete"),
+    };
+    let source_counts = match source_result {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => {
+            return Err(e).context("failed to read the input; files already committed are complete");
+        }
+        Err(e) => anyhow::bail!("the input reader failed: {e}"),
+    };
+    Ok((source_counts, output))
+}
+
 fn report(
     run_id: String,
+    exit_code: u8,
     counts: Counts,
     duration: Duration,
     output: SinkOutput,
-    manifest: std::path::PathBuf,
-    stop_reason: Option<StopReason>,
+    manifest: Option<PathBuf>,
     stopped: Option<String>,
 ) -> RunReport {
     let secs = duration.as_secs_f64();
     RunReport {
         run_id,
-        exit_code: RunReport::exit_code_for(&counts, stop_reason.as_ref()),
+        exit_code,
         counts,
         duration_secs: secs,
         records_per_sec: if secs > 0.0 {
@@ -187,7 +259,7 @@ fn report(
         totals: output.totals,
         files: output.data_files.into_iter().map(|f| f.file.path).collect(),
         failures_file: output.failures_file.map(|f| f.path),
-        manifest: Some(manifest),
+        manifest,
         stopped,
         peak_rss_bytes: peak_rss_bytes(),
     }
@@ -232,12 +304,17 @@ async fn dispatch(
                     break;
                 }
             }
-            SourceItem::Id { id, line, .. } => {
+            SourceItem::Id {
+                id,
+                line,
+                first_seen_micros,
+            } => {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
                 };
                 let (client, sink) = (client.clone(), sink.clone());
-                let first_seen = SystemTime::now();
+                let first_seen =
+                    UNIX_EPOCH + Duration::from_micros(first_seen_micros.max(0) as u64);
                 tasks.spawn(async move {
                     let outcome = match client.fetch(&id, first_seen).await {
                         Fetched::Record(record) => Outcome::Exported(record),
@@ -255,10 +332,10 @@ async fn dispatch(
     while tasks.join_next().await.is_some() {}
 }
 
-fn failure_row(id: String, line: u64, f: Failure) -> FailureRow {
+fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {
     FailureRow {
         id,
-        line: Some(line),
+        line,
         reason: f.reason,
         http_status: f.http_status,
         attempts: f.attempts,
@@ -277,8 +354,12 @@ fn drain_into_sink(
     while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
             Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
-            Outcome::Failed(row) => sink.write_failure(row).map(|()| &live.failed),
-            Outcome::Pending(row) => sink.write_failure(row).map(|()| &live.pending),
+            Outcome::Failed(row) => sink
+                .write_failure(row, IdStatus::Failed)
+                .map(|()| &live.failed),
+            Outcome::Pending(row) => sink
+                .write_failure(row, IdStatus::Pending)
+                .map(|()| &live.pending),
         };
         match written {
             Ok(counter) => {
@@ -292,7 +373,7 @@ fn drain_into_sink(
             }
         }
     }
-    sink.finish()
+    sink.finish().map(|(output, _ledger)| output)
 }
 
 /// The next outcome. When the queue runs dry the thread naps briefly before
@@ -349,9 +430,12 @@ fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestCounters) -
         ids: source.ids,
         invalid_lines: source.invalid,
         duplicates_skipped: source.duplicates,
+        already_exported: source.already_exported,
+        previously_failed: source.previously_failed,
+        resumed: source.resumed,
         exported,
         failed,
-        pending: source.ids.saturating_sub(exported + failed_ids),
+        pending: source.to_fetch.saturating_sub(exported + failed_ids),
         requests: requests.requests.load(Ordering::Relaxed),
         rate_limited: requests.rate_limited.load(Ordering::Relaxed),
         retries: requests.retries.load(Ordering::Relaxed),

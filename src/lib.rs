@@ -4,17 +4,18 @@
 //! # Data flow
 //!
 //! ```text
-//! source ──▶ dispatcher ──▶ fetch tasks ──▶ sink thread ──▶ files + manifest
+//! source ──▶ dispatcher ──▶ fetch tasks ──▶ sink thread ──▶ ledger commit ──▶ files + manifest
 //!   │            │              │               │
-//!   │            │              │               └─ sink/: partitioned Parquet/CSV, temp name → rename
+//!   │            │              │               └─ sink/: partitioned Parquet/CSV, temp name → staged → renamed → committed
 //!   │            │              └─ client/: one GET per ID, retry rules; limiter: pacing, 429 pause, AIMD rate
 //!   │            └─ export: bounded fan-out, stop on 401/402 or a signal
-//!   └─ source: lines → IDs (plain or JSONL), invalid lines recorded, duplicates dropped
+//!   └─ source: lines → IDs (plain or JSONL), invalid lines recorded; the ledger says which are new
 //! ```
 //!
 //! - [`config`]: figment layers (defaults < TOML < `GENLEDGER_*` < flags) resolved into `Settings`.
 //! - [`record`] and [`schema`]: the typed record and the one definition of the output columns.
 //! - [`money`]: exact decimal amounts, parsed from the JSON number text.
+//! - [`ledger`]: the SQLite state ledger, the file commit protocol and start-up reconciliation.
 //! - [`manifest`]: the per-run manifest, written last.
 //! - [`simulator`]: an OpenRouter stand-in with fault knobs, used by `demo`, `bench` and the tests.
 //! - [`app`]: the commands; `main.rs` only parses, sets up logging and maps the exit code.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod ledger;
 pub mod limiter;
 pub mod logging;
 pub mod manifest;

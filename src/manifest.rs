@@ -29,9 +29,13 @@ pub struct Manifest {
     pub finished_at: String,
     pub format: &'static str,
     pub files: Vec<ManifestFile>,
-    pub totals: Totals,
-    pub counts: Counts,
+    /// Absent in a manifest recovered for a run that died.
+    pub totals: Option<Totals>,
+    pub counts: Option<Counts>,
     pub stopped: Option<String>,
+    /// Written at start-up by a later run, for a run that died before its own
+    /// manifest; it lists the files that run committed.
+    pub recovered: bool,
 }
 
 impl Manifest {
@@ -80,9 +84,38 @@ impl Manifest {
             finished_at: format_timestamp(chrono::Utc::now().timestamp_micros()),
             format: run.format,
             files,
-            totals: output.totals.clone(),
-            counts,
+            totals: Some(output.totals.clone()),
+            counts: Some(counts),
             stopped: run.stopped,
+            recovered: false,
+        }
+    }
+
+    /// The manifest of a run that died, from the files the ledger saw it commit.
+    pub fn recovered(
+        run_id: &str,
+        shard: &str,
+        started_at: &str,
+        files: Vec<ManifestFile>,
+    ) -> Manifest {
+        Manifest {
+            run_id: run_id.to_owned(),
+            shard: shard.to_owned(),
+            genledger_version: env!("CARGO_PKG_VERSION"),
+            started_at: started_at.to_owned(),
+            finished_at: format_timestamp(chrono::Utc::now().timestamp_micros()),
+            format: files.first().map_or("", |f| {
+                if f.path.ends_with(".csv") {
+                    "csv"
+                } else {
+                    "parquet"
+                }
+            }),
+            files,
+            totals: None,
+            counts: None,
+            stopped: Some("the run died; this manifest was written by a later run".into()),
+            recovered: true,
         }
     }
 

@@ -99,6 +99,8 @@ pub trait Row: Send + 'static {
     const PRUNING_COLUMNS: &'static [&'static str] = &[];
     /// Microseconds since the epoch that decide the `date=` partition.
     fn partition_micros(&self) -> i64;
+    /// The generation ID the row belongs to (the ledger tracks rows by it).
+    fn id(&self) -> &str;
 }
 
 /// The Arrow schema of a table; timestamps carry the `UTC` zone so Parquet

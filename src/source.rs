@@ -4,13 +4,13 @@
 //! streams lines from each input through a bounded channel, so memory does not
 //! grow with the input, and drops duplicates.
 
-use std::collections::HashSet;
 use std::fs::File;
-use std::hash::BuildHasherDefault;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use tokio::sync::mpsc;
+
+use crate::ledger::{Admission, Ledger, LedgerError};
 
 /// Longest ID accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -107,10 +107,11 @@ impl Input {
 /// An item of the ID stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceItem {
+    /// An ID to fetch. `line` is `None` for IDs left pending by earlier runs.
     Id {
         id: String,
-        input: usize,
-        line: u64,
+        line: Option<u64>,
+        first_seen_micros: i64,
     },
     Invalid {
         input: usize,
@@ -119,13 +120,21 @@ pub enum SourceItem {
     },
 }
 
-/// Totals of what the source read.
+/// Totals of what the source read and decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceCounts {
     pub lines: u64,
+    /// Distinct IDs the input offered.
     pub ids: u64,
     pub invalid: u64,
+    /// Repeats within this run's input.
     pub duplicates: u64,
+    pub already_exported: u64,
+    pub previously_failed: u64,
+    /// Pending IDs from earlier runs that this input did not list.
+    pub resumed: u64,
+    /// IDs handed on to be fetched (new, pending from before, or resumed).
+    pub to_fetch: u64,
 }
 
 /// Errors that stop reading.
@@ -139,42 +148,32 @@ pub enum SourceError {
         line: u64,
         source: io::Error,
     },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
-type IdentityHasher = BuildHasherDefault<IdentityHash>;
+/// IDs decided by the ledger in one transaction.
+const ADMIT_BATCH: usize = 1024;
 
-/// The set's keys are already xxh3 hashes; hashing them again is wasted work.
-#[derive(Default)]
-struct IdentityHash(u64);
-
-impl std::hash::Hasher for IdentityHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Streams the IDs of every input, in order, dropping repeats.
+/// Streams the IDs of every input, in order, asking the ledger which are new,
+/// then the IDs earlier runs left pending. Memory stays flat: the ledger, not
+/// a set in memory, remembers what was seen.
 pub struct IdSource {
     inputs: Vec<Input>,
-    /// 64-bit fingerprints of the IDs seen, 8 bytes an ID.
-    seen: HashSet<u64, IdentityHasher>,
+    ledger: Ledger,
+    run_no: i64,
     counts: SourceCounts,
+    batch: Vec<(String, u64)>,
 }
 
 impl IdSource {
-    pub fn new(inputs: Vec<Input>) -> IdSource {
+    pub fn new(inputs: Vec<Input>, ledger: Ledger, run_no: i64) -> IdSource {
         IdSource {
             inputs,
-            seen: HashSet::default(),
+            ledger,
+            run_no,
             counts: SourceCounts::default(),
+            batch: Vec::with_capacity(ADMIT_BATCH),
         }
     }
 
@@ -198,9 +197,10 @@ impl IdSource {
                 BufReader::with_capacity(1 << 16, reader),
                 &tx,
             )? {
-                break;
+                return Ok(self.counts);
             }
         }
+        self.send_leftovers(&tx)?;
         Ok(self.counts)
     }
 
@@ -224,7 +224,7 @@ impl IdSource {
                     source,
                 })?;
             if read == 0 {
-                return Ok(true);
+                return self.admit_batch(tx);
             }
             self.counts.lines += 1;
             let line = strip_line_end(&buf, line_no == 1);
@@ -233,31 +233,98 @@ impl IdSource {
             } else {
                 parse_line(line)
             };
-            let item = match kind {
-                LineKind::Skip => continue,
+            match kind {
+                LineKind::Skip => {}
                 LineKind::Invalid(reason) => {
                     self.counts.invalid += 1;
-                    SourceItem::Invalid {
-                        input: index,
-                        line: line_no,
-                        reason,
+                    if tx
+                        .blocking_send(SourceItem::Invalid {
+                            input: index,
+                            line: line_no,
+                            reason,
+                        })
+                        .is_err()
+                    {
+                        return Ok(false);
                     }
                 }
                 LineKind::Id(id) => {
-                    if !self.seen.insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes())) {
-                        self.counts.duplicates += 1;
-                        continue;
-                    }
-                    self.counts.ids += 1;
-                    SourceItem::Id {
-                        id,
-                        input: index,
-                        line: line_no,
+                    self.batch.push((id, line_no));
+                    if self.batch.len() >= ADMIT_BATCH && !self.admit_batch(tx)? {
+                        return Ok(false);
                     }
                 }
+            }
+        }
+    }
+
+    /// Asks the ledger about the batched IDs and sends on those to fetch.
+    fn admit_batch(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<bool, SourceError> {
+        if self.batch.is_empty() {
+            return Ok(true);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        let now = chrono::Utc::now().timestamp_micros();
+        let admissions = self.ledger.admit(&ids, self.run_no, now)?;
+        for ((id, line), admission) in batch.into_iter().zip(admissions) {
+            let first_seen_micros = match admission {
+                Admission::Duplicate => {
+                    self.counts.duplicates += 1;
+                    continue;
+                }
+                Admission::AlreadyExported => {
+                    self.counts.ids += 1;
+                    self.counts.already_exported += 1;
+                    continue;
+                }
+                Admission::AlreadyFailed => {
+                    self.counts.ids += 1;
+                    self.counts.previously_failed += 1;
+                    continue;
+                }
+                Admission::Fetch { first_seen_micros } => first_seen_micros,
             };
-            if tx.blocking_send(item).is_err() {
+            self.counts.ids += 1;
+            self.counts.to_fetch += 1;
+            if tx
+                .blocking_send(SourceItem::Id {
+                    id,
+                    line: Some(line),
+                    first_seen_micros,
+                })
+                .is_err()
+            {
                 return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends the IDs earlier runs left pending that the input did not list.
+    fn send_leftovers(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<(), SourceError> {
+        let mut after = String::new();
+        loop {
+            let leftovers = self
+                .ledger
+                .take_leftovers(self.run_no, &after, ADMIT_BATCH)?;
+            let Some((last, _)) = leftovers.last() else {
+                return Ok(());
+            };
+            after.clone_from(last);
+            for (id, first_seen_micros) in leftovers {
+                self.counts.resumed += 1;
+                self.counts.to_fetch += 1;
+                if tx
+                    .blocking_send(SourceItem::Id {
+                        id,
+                        line: None,
+                        first_seen_micros,
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
             }
         }
     }
@@ -332,8 +399,11 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8]) -> (Vec<SourceItem>, SourceCounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+        let run_no = ledger.begin_run("r", "0", "now").unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
-        let mut source = IdSource::new(vec![Input::Stdin]);
+        let mut source = IdSource::new(vec![Input::Stdin], ledger, run_no);
         source.read_one(0, &Input::Stdin, bytes, &tx).unwrap();
         drop(tx);
         let mut items = Vec::new();
@@ -343,25 +413,33 @@ mod tests {
         (items, source.counts)
     }
 
+    fn describe(items: &[SourceItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                SourceItem::Id { id, line, .. } => format!("{id}@{}", line.unwrap_or(0)),
+                SourceItem::Invalid { line, .. } => format!("invalid@{line}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn streams_ids_with_line_numbers_and_drops_repeats() {
         let (items, counts) =
             read_all(b"\xEF\xBB\xBFgen-a\r\n\n# note\ngen-b\ngen-a\n\x00bad\ngen-c");
-        let ids: Vec<_> = items
-            .iter()
-            .map(|i| match i {
-                SourceItem::Id { id, line, .. } => format!("{id}@{line}"),
-                SourceItem::Invalid { line, .. } => format!("invalid@{line}"),
-            })
-            .collect();
-        assert_eq!(ids, ["gen-a@1", "gen-b@4", "invalid@6", "gen-c@7"]);
+        assert_eq!(
+            describe(&items),
+            ["invalid@6", "gen-a@1", "gen-b@4", "gen-c@7"]
+        );
         assert_eq!(
             counts,
             SourceCounts {
                 lines: 7,
                 ids: 3,
                 invalid: 1,
-                duplicates: 1
+                duplicates: 1,
+                to_fetch: 3,
+                ..SourceCounts::default()
             }
         );
     }
@@ -371,15 +449,7 @@ mod tests {
         let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
         input.extend_from_slice(b"\ngen-next\n");
         let (items, counts) = read_all(&input);
-        assert!(matches!(&items[0], SourceItem::Invalid { line: 1, .. }));
-        assert_eq!(
-            items[1],
-            SourceItem::Id {
-                id: "gen-next".into(),
-                input: 0,
-                line: 2
-            }
-        );
+        assert_eq!(describe(&items), ["invalid@1", "gen-next@2"]);
         assert_eq!(counts.invalid, 1);
     }
 }

@@ -15,6 +15,12 @@ pub struct Counts {
     pub ids: u64,
     pub invalid_lines: u64,
     pub duplicates_skipped: u64,
+    /// In the input, but exported by an earlier run.
+    pub already_exported: u64,
+    /// In the input, but failed in an earlier run (see `--retry-failed`).
+    pub previously_failed: u64,
+    /// Pending from earlier runs and fetched although the input did not list them.
+    pub resumed: u64,
     pub exported: u64,
     pub failed: u64,
     pub pending: u64,
@@ -45,7 +51,7 @@ impl RunReport {
             Some(StopReason::Refused { .. }) => 3,
             Some(StopReason::Interrupted) => 130,
             Some(StopReason::OutputFailed) => 2,
-            None if counts.failed + counts.pending > 0 => 1,
+            None if counts.failed + counts.pending + counts.previously_failed > 0 => 1,
             None => 0,
         }
     }
@@ -86,6 +92,25 @@ impl fmt::Display for RunReport {
             "  pending            {:>10}  (retried by the next run)",
             c.pending
         )?;
+        writeln!(
+            f,
+            "  already exported   {:>10}  (by earlier runs)",
+            c.already_exported
+        )?;
+        if c.previously_failed > 0 {
+            writeln!(
+                f,
+                "  previously failed  {:>10}  (--retry-failed tries them again)",
+                c.previously_failed
+            )?;
+        }
+        if c.resumed > 0 {
+            writeln!(
+                f,
+                "  resumed            {:>10}  (pending from earlier runs)",
+                c.resumed
+            )?;
+        }
         writeln!(f, "  duplicates skipped {:>10}", c.duplicates_skipped)?;
         writeln!(
             f,

@@ -179,6 +179,10 @@ impl Row for Generation {
     fn partition_micros(&self) -> i64 {
         self.created_at.unwrap_or(self.exported_at)
     }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[cfg(test)]

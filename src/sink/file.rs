@@ -70,9 +70,9 @@ impl PendingFile {
         ))
     }
 
-    /// Flushes and syncs the data, renames the file into place and syncs the
-    /// directory, so a crash leaves either no file or the whole file.
-    pub fn finish(self, writer: HashingWriter) -> Result<FinishedFile, SinkError> {
+    /// Flushes and syncs the data under the temporary name: after this the
+    /// bytes are on disk, but no reader sees the file yet.
+    pub fn seal(self, writer: HashingWriter) -> Result<SealedFile, SinkError> {
         let HashingWriter {
             inner,
             hasher,
@@ -83,18 +83,46 @@ impl PendingFile {
             .map_err(|e| SinkError::io("flush", &self.temp_path, e.into_error()))?;
         file.sync_all()
             .map_err(|source| SinkError::io("sync", &self.temp_path, source))?;
-        drop(file);
-        fs::rename(&self.temp_path, &self.final_path)
-            .map_err(|source| SinkError::io("rename into place", &self.final_path, source))?;
-        sync_dir(self.final_path.parent().unwrap_or(Path::new(".")))?;
-        Ok(FinishedFile {
-            path: self.final_path,
-            bytes,
-            sha256: hex::encode(hasher.finalize()),
+        Ok(SealedFile {
+            temp_path: self.temp_path,
+            finished: FinishedFile {
+                path: self.final_path,
+                bytes,
+                sha256: hex::encode(hasher.finalize()),
+            },
         })
     }
 
+    /// Seals and publishes in one go, for files outside the ledger's protocol
+    /// (the failures report, the manifest).
+    pub fn finish(self, writer: HashingWriter) -> Result<FinishedFile, SinkError> {
+        self.seal(writer)?.publish()
+    }
+
     /// Removes the temporary file of a write that will not complete.
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.temp_path);
+    }
+}
+
+/// A complete file still under its temporary name.
+pub struct SealedFile {
+    pub temp_path: PathBuf,
+    /// Where it goes, and what it holds.
+    pub finished: FinishedFile,
+}
+
+impl SealedFile {
+    /// Renames the file into place and syncs the directory, so a crash leaves
+    /// either no file or the whole file.
+    pub fn publish(self) -> Result<FinishedFile, SinkError> {
+        let path = &self.finished.path;
+        fs::rename(&self.temp_path, path)
+            .map_err(|source| SinkError::io("rename into place", path, source))?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(self.finished)
+    }
+
     pub fn abandon(self) {
         let _ = fs::remove_file(&self.temp_path);
     }

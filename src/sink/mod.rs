@@ -12,11 +12,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::{format_timestamp, format_value};
-pub use file::{FinishedFile, PendingFile, sync_dir};
+pub use file::{FinishedFile, HashingWriter, PendingFile, SealedFile, sync_dir};
 pub use partition::{DataFile, PartitionedWriter, partition_date};
 
 use crate::client::Reason;
 use crate::config::OutputSettings;
+use crate::ledger::{IdStatus, Ledger, LedgerError};
 use crate::money::Money;
 use crate::record::Generation;
 
@@ -37,6 +38,17 @@ pub enum SinkError {
     Csv(#[source] ::csv::Error),
     #[error("money total overflowed 38 digits")]
     Overflow,
+    #[error(transparent)]
+    Ledger(Box<LedgerError>),
+}
+
+impl From<LedgerError> for SinkError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Sink(inner) => inner,
+            other => SinkError::Ledger(Box::new(other)),
+        }
+    }
 }
 
 impl SinkError {
@@ -164,33 +176,43 @@ pub struct SinkOutput {
     pub totals: Totals,
 }
 
+/// Failure rows recorded in the ledger in one transaction.
+const RECORD_BATCH: usize = 512;
+
 pub struct Sink {
     settings: OutputSettings,
     namer: FileNamer,
+    ledger: Ledger,
     generations: PartitionedWriter<Generation>,
     failures: Option<(PendingFile, ::csv::Writer<file::HashingWriter>)>,
     failure_rows: u64,
+    unrecorded: Vec<(FailureRow, IdStatus)>,
     totals: Totals,
 }
 
 impl Sink {
-    pub fn new(settings: &OutputSettings, run_id: &str, shard: &str) -> Sink {
+    pub fn new(settings: &OutputSettings, run_id: &str, shard: &str, ledger: Ledger) -> Sink {
         Sink {
             settings: settings.clone(),
             namer: FileNamer::new(run_id, shard),
-            generations: PartitionedWriter::new(settings.clone()),
+            ledger,
+            generations: PartitionedWriter::new(settings.clone(), run_id),
             failures: None,
             failure_rows: 0,
+            unrecorded: Vec::new(),
             totals: Totals::default(),
         }
     }
 
     pub fn write(&mut self, record: &Generation) -> Result<(), SinkError> {
-        self.generations.append(record, &mut self.namer)?;
+        self.generations
+            .append(record, &mut self.namer, &mut self.ledger)?;
         self.totals.add(record)
     }
 
-    pub fn write_failure(&mut self, row: &FailureRow) -> Result<(), SinkError> {
+    /// Writes a row of the failures report and records the ID's state
+    /// (`Failed` or `Pending`) in the ledger.
+    pub fn write_failure(&mut self, row: &FailureRow, status: IdStatus) -> Result<(), SinkError> {
         if self.failures.is_none() {
             let path = self
                 .settings
@@ -210,25 +232,46 @@ impl Sink {
             return Ok(());
         };
         let line = row.line.map(|l| l.to_string()).unwrap_or_default();
-        let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
+        let status_text = row.http_status.map(|s| s.to_string()).unwrap_or_default();
         let attempts = row.attempts.to_string();
         writer
             .write_record([
                 row.id.as_str(),
                 &line,
                 row.reason.as_str(),
-                &status,
+                &status_text,
                 &attempts,
                 &row.message,
             ])
             .map_err(SinkError::Csv)?;
         self.failure_rows += 1;
+        self.unrecorded.push((row.clone(), status));
+        if self.unrecorded.len() >= RECORD_BATCH {
+            self.record_failures()?;
+        }
         Ok(())
     }
 
-    /// Closes every file, renaming each into place.
-    pub fn finish(mut self) -> Result<SinkOutput, SinkError> {
-        let data_files = self.generations.finish()?;
+    fn record_failures(&mut self) -> Result<(), SinkError> {
+        for status in [IdStatus::Failed, IdStatus::Pending] {
+            let rows: Vec<FailureRow> = self
+                .unrecorded
+                .iter()
+                .filter(|(_, s)| *s == status)
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !rows.is_empty() {
+                self.ledger.record(&rows, status)?;
+            }
+        }
+        self.unrecorded.clear();
+        Ok(())
+    }
+
+    /// Commits every file and hands back the ledger connection.
+    pub fn finish(mut self) -> Result<(SinkOutput, Ledger), SinkError> {
+        self.record_failures()?;
+        let data_files = self.generations.finish(&mut self.ledger)?;
         let failures_file = match self.failures.take() {
             Some((pending, writer)) => {
                 let out = writer
@@ -239,16 +282,18 @@ impl Sink {
             None => None,
         };
         self.totals.seal();
-        Ok(SinkOutput {
+        let output = SinkOutput {
             data_files,
             failures_file,
             failure_rows: self.failure_rows,
             totals: self.totals,
-        })
+        };
+        Ok((output, self.ledger))
     }
 
-    /// Drops every unfinished file (the run failed); finished files stay.
-    pub fn abandon(self) {
+    /// Drops every unfinished file (the run failed); committed files stay.
+    pub fn abandon(mut self) {
+        let _ = self.record_failures();
         self.generations.abandon();
         if let Some((pending, _)) = self.failures {
             pending.abandon();

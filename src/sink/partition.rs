@@ -1,6 +1,7 @@
 //! Routes rows of one table into `date=YYYY-MM-DD` partitions, one open file per
 //! partition, rotating at `output.max_rows_per_file` and closing the least
-//! recently used file when too many are open.
+//! recently used file when too many are open. Every file goes through the
+//! ledger's commit protocol.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,12 +13,15 @@ use super::file::{FinishedFile, HashingWriter, PendingFile};
 use super::parquet::ParquetFile;
 use super::{FileNamer, SinkError};
 use crate::config::{Format, OutputSettings};
+use crate::ledger::{FileFacts, Ledger};
 use crate::schema::Row;
 
 /// Open files at once; each holds up to a row group in memory.
 const MAX_OPEN_FILES: usize = 8;
+/// Written rows whose IDs are linked to their file in one ledger transaction.
+const LINK_BATCH: usize = 4096;
 
-/// A data file that has been closed and renamed into place.
+/// A data file that has been committed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataFile {
     #[serde(flatten)]
@@ -33,8 +37,11 @@ enum Encoder {
 }
 
 struct OpenFile {
+    file_id: i64,
     pending: PendingFile,
     encoder: Encoder,
+    /// IDs written but not yet linked to this file in the ledger.
+    unlinked: Vec<String>,
     rows: u64,
     min: i64,
     max: i64,
@@ -43,6 +50,7 @@ struct OpenFile {
 
 pub struct PartitionedWriter<R: Row> {
     settings: OutputSettings,
+    run_id: String,
     open: HashMap<NaiveDate, OpenFile>,
     finished: Vec<DataFile>,
     uses: u64,
@@ -50,9 +58,10 @@ pub struct PartitionedWriter<R: Row> {
 }
 
 impl<R: Row> PartitionedWriter<R> {
-    pub fn new(settings: OutputSettings) -> Self {
+    pub fn new(settings: OutputSettings, run_id: &str) -> Self {
         PartitionedWriter {
             settings,
+            run_id: run_id.to_owned(),
             open: HashMap::new(),
             finished: Vec::new(),
             uses: 0,
@@ -60,14 +69,19 @@ impl<R: Row> PartitionedWriter<R> {
         }
     }
 
-    pub fn append(&mut self, row: &R, namer: &mut FileNamer) -> Result<(), SinkError> {
+    pub fn append(
+        &mut self,
+        row: &R,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
         let micros = row.partition_micros();
         let date = partition_date(micros);
         if !self.open.contains_key(&date) {
             if self.open.len() >= MAX_OPEN_FILES {
-                self.close_least_recent()?;
+                self.close_least_recent(ledger)?;
             }
-            let file = self.open_file(date, namer)?;
+            let file = self.open_file(date, namer, ledger)?;
             self.open.insert(date, file);
         }
         self.uses += 1;
@@ -80,35 +94,50 @@ impl<R: Row> PartitionedWriter<R> {
             Encoder::Parquet(p) => p.append(row)?,
             Encoder::Csv(c) => c.append(row)?,
         }
+        file.unlinked.push(row.id().to_owned());
         file.rows += 1;
         file.min = file.min.min(micros);
         file.max = file.max.max(micros);
         file.last_used = self.uses;
+        if file.unlinked.len() >= LINK_BATCH {
+            ledger.link(file.file_id, &file.unlinked)?;
+            file.unlinked.clear();
+        }
         if file.rows >= max_rows {
-            self.close(date)?;
+            self.close(date, ledger)?;
         }
         Ok(())
     }
 
-    fn open_file(&self, date: NaiveDate, namer: &mut FileNamer) -> Result<OpenFile, SinkError> {
-        let format = self.settings.format;
+    fn open_file(
+        &self,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<OpenFile, SinkError> {
         let dir: PathBuf = self
             .settings
             .dir
             .join(R::TABLE)
             .join(format!("date={}", date.format("%Y-%m-%d")));
         let (pending, out) =
-            PendingFile::create(dir.join(namer.next_data_name(format.extension())))?;
-        let encoder = match self.encoder(out) {
-            Ok(encoder) => encoder,
+            PendingFile::create(dir.join(namer.next_data_name(self.settings.format.extension())))?;
+        let opened = ledger
+            .open_file(&self.run_id, R::TABLE, &pending)
+            .map_err(SinkError::from)
+            .and_then(|file_id| Ok((file_id, self.encoder(out)?)));
+        let (file_id, encoder) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 pending.abandon();
                 return Err(e);
             }
         };
         Ok(OpenFile {
+            file_id,
             pending,
             encoder,
+            unlinked: Vec::new(),
             rows: 0,
             min: i64::MAX,
             max: i64::MIN,
@@ -127,19 +156,19 @@ impl<R: Row> PartitionedWriter<R> {
         })
     }
 
-    fn close_least_recent(&mut self) -> Result<(), SinkError> {
+    fn close_least_recent(&mut self, ledger: &mut Ledger) -> Result<(), SinkError> {
         let oldest = self
             .open
             .iter()
             .min_by_key(|(_, f)| f.last_used)
             .map(|(date, _)| *date);
         match oldest {
-            Some(date) => self.close(date),
+            Some(date) => self.close(date, ledger),
             None => Ok(()),
         }
     }
 
-    fn close(&mut self, date: NaiveDate) -> Result<(), SinkError> {
+    fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
         let Some(file) = self.open.remove(&date) else {
             return Ok(());
         };
@@ -147,15 +176,21 @@ impl<R: Row> PartitionedWriter<R> {
             Encoder::Parquet(p) => p.into_inner(),
             Encoder::Csv(c) => c.into_inner(),
         };
-        let out = match out {
-            Ok(out) => out,
+        let linked = out.and_then(|out| Ok((ledger.link(file.file_id, &file.unlinked)?, out)));
+        let out = match linked {
+            Ok(((), out)) => out,
             Err(e) => {
                 file.pending.abandon();
                 return Err(e);
             }
         };
-        let finished = file.pending.finish(out)?;
-        tracing::info!(path = %finished.path.display(), rows = file.rows, "file written");
+        let facts = FileFacts {
+            rows: file.rows,
+            min_created_at: file.min,
+            max_created_at: file.max,
+        };
+        let finished = ledger.commit_file(file.file_id, file.pending, out, &facts)?;
+        tracing::info!(path = %finished.path.display(), rows = file.rows, "file committed");
         self.finished.push(DataFile {
             file: finished,
             rows: file.rows,
@@ -165,17 +200,18 @@ impl<R: Row> PartitionedWriter<R> {
         Ok(())
     }
 
-    /// Closes every open file and returns all files written, in order.
-    pub fn finish(mut self) -> Result<Vec<DataFile>, SinkError> {
+    /// Commits every open file and returns all files committed, in order.
+    pub fn finish(mut self, ledger: &mut Ledger) -> Result<Vec<DataFile>, SinkError> {
         let mut dates: Vec<NaiveDate> = self.open.keys().copied().collect();
         dates.sort();
         for date in dates {
-            self.close(date)?;
+            self.close(date, ledger)?;
         }
         Ok(std::mem::take(&mut self.finished))
     }
 
-    /// Removes the temporary files of every open file (the run is failing).
+    /// Removes the temporary files of every open file (the run is failing);
+    /// the ledger still lists them as open, and the next start settles them.
     pub fn abandon(mut self) {
         for (_, file) in self.open.drain() {
             file.pending.abandon();

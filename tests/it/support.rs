@@ -58,9 +58,14 @@ pub fn with_raw(raw: RawConfig) -> Settings {
 }
 
 pub async fn export(settings: &Settings) -> RunReport {
-    genledger::export::run(settings, Arc::new(Stop::default()), Arc::new(Silent))
-        .await
-        .expect("export runs")
+    genledger::export::run(
+        settings,
+        &Default::default(),
+        Arc::new(Stop::default()),
+        Arc::new(Silent),
+    )
+    .await
+    .expect("export runs")
 }
 
 pub fn unix_now() -> u64 {

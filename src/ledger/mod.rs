@@ -1,0 +1,478 @@
+//! The state ledger: a SQLite database (WAL) recording every ID's status,
+//! every output file's commit state, the runs, and queue offsets. The file
+//! commit protocol lives here and only here:
+//!
+//! 1. a data file is registered as `open` when created, and the IDs of its rows
+//!    are linked to it as they are written;
+//! 2. complete, it is synced under its hidden name and marked `staged`;
+//! 3. it is renamed into place and the directory synced;
+//! 4. it is marked `committed` and its IDs `exported`, in one transaction.
+//!
+//! At start-up [`Ledger::reconcile`] settles whatever a dead process left:
+//! `staged` files whose final file is whole are committed, everything else is
+//! removed and its IDs return to pending.
+
+mod lock;
+mod reconcile;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+pub use lock::StateLock;
+pub use reconcile::Reconciled;
+
+use crate::client::Reason;
+use crate::sink::{FailureRow, FinishedFile, PendingFile, SinkError};
+
+/// What can go wrong with the ledger; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("another genledger process{} holds the state lock `{}`; wait for it to finish or stop it", pid.map(|p| format!(" (PID {p})")).unwrap_or_default(), path.display())]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("the state ledger `{path}` failed")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl LedgerError {
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> LedgerError {
+        LedgerError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An ID's state in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdStatus {
+    Pending = 0,
+    Exported = 1,
+    Failed = 2,
+}
+
+const FILE_OPEN: i64 = 0;
+const FILE_STAGED: i64 = 1;
+const FILE_COMMITTED: i64 = 2;
+
+/// What the ledger says about an ID the input offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Fetch it; first seen at this instant (microseconds), for the 404 window.
+    Fetch {
+        first_seen_micros: i64,
+    },
+    AlreadyExported,
+    AlreadyFailed,
+    /// Offered earlier in this same run.
+    Duplicate,
+}
+
+/// Kept lean on purpose: every ID costs two random B-tree writes (admitted,
+/// exported), and file membership is appended to `file_rows` in write order.
+/// Leftover pending IDs are found by one scan per run, not an index that
+/// every write would have to maintain.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ids (
+    id TEXT PRIMARY KEY,
+    status INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    http_status INTEGER,
+    last_error TEXT,
+    first_seen INTEGER NOT NULL,
+    last_run INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS file_rows (
+    file_id INTEGER NOT NULL,
+    id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS file_rows_file ON file_rows(file_id);
+CREATE TABLE IF NOT EXISTS files (
+    file_id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    temp_path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    rows INTEGER,
+    bytes INTEGER,
+    sha256 TEXT,
+    min_created_at INTEGER,
+    max_created_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_no INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    shard TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code INTEGER,
+    manifest TEXT
+);
+CREATE TABLE IF NOT EXISTS queue_offsets (
+    path TEXT PRIMARY KEY,
+    inode INTEGER,
+    offset INTEGER NOT NULL
+);
+";
+
+/// A connection to the ledger. Each thread that needs the ledger opens its own.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+    /// Output root; file paths in the ledger are relative to it.
+    out_dir: PathBuf,
+}
+
+/// Facts about a file being committed.
+pub struct FileFacts {
+    pub rows: u64,
+    pub min_created_at: i64,
+    pub max_created_at: i64,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` for output under `out_dir`.
+    /// Every transaction is synced to disk before it returns (`synchronous =
+    /// FULL`): the commit protocol relies on that across power loss.
+    pub fn open(path: &Path, out_dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, out_dir, "FULL")
+    }
+
+    /// Opens a connection for admitting IDs. Its transactions survive a killed
+    /// process but not a power cut (`synchronous = NORMAL`); losing the last of
+    /// them only means those IDs are admitted again, which is harmless, and it
+    /// saves a disk sync per batch.
+    pub fn open_for_admission(path: &Path, out_dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, out_dir, "NORMAL")
+    }
+
+    fn open_with(path: &Path, out_dir: &Path, synchronous: &str) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| LedgerError::io("create directory", dir, source))?;
+        }
+        let conn = Connection::open(path).map_err(|source| LedgerError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        let ledger = Ledger {
+            conn,
+            path: path.to_owned(),
+            out_dir: out_dir.to_owned(),
+        };
+        ledger.sql(|c| {
+            c.busy_timeout(Duration::from_secs(30))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", synchronous)?;
+            c.execute_batch(SCHEMA)
+        })?;
+        Ok(ledger)
+    }
+
+    fn sql<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        f(&self.conn).map_err(|source| LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn sql_mut<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let path = self.path.clone();
+        f(&mut self.conn).map_err(|source| LedgerError::Sqlite { path, source })
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.out_dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Records a run's start; returns its number.
+    pub fn begin_run(
+        &mut self,
+        run_id: &str,
+        shard: &str,
+        started_at: &str,
+    ) -> Result<i64, LedgerError> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO runs (run_id, shard, started_at) VALUES (?1, ?2, ?3)",
+                params![run_id, shard, started_at],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run_no: i64,
+        finished_at: &str,
+        exit_code: u8,
+        manifest: Option<&Path>,
+    ) -> Result<(), LedgerError> {
+        let manifest = manifest.map(|p| self.relative(p));
+        self.sql(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, exit_code = ?3, manifest = ?4 WHERE run_no = ?1",
+                params![run_no, finished_at, exit_code, manifest],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Re-queues every failed ID (`--retry-failed`); returns how many.
+    pub fn requeue_failed(&mut self) -> Result<u64, LedgerError> {
+        self.sql(|c| {
+            c.execute(
+                "UPDATE ids SET status = 0, reason = NULL WHERE status = 2",
+                [],
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    /// Decides, in one transaction, what to do with each offered ID, recording
+    /// new ones as pending and marking all as seen by run `run_no`.
+    pub fn admit(
+        &mut self,
+        ids: &[&str],
+        run_no: i64,
+        now_micros: i64,
+    ) -> Result<Vec<Admission>, LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(ids.len());
+            {
+                let mut get = tx
+                    .prepare_cached("SELECT status, last_run, first_seen FROM ids WHERE id = ?1")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, ?3)",
+                )?;
+                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
+                for id in ids {
+                    let found: Option<(i64, i64, i64)> = get
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?;
+                    let admission = match found {
+                        None => {
+                            insert.execute(params![id, now_micros, run_no])?;
+                            Admission::Fetch {
+                                first_seen_micros: now_micros,
+                            }
+                        }
+                        Some((_, last_run, _)) if last_run == run_no => Admission::Duplicate,
+                        Some((1, ..)) => Admission::AlreadyExported,
+                        Some((2, ..)) => Admission::AlreadyFailed,
+                        Some((_, _, first_seen)) => {
+                            touch.execute(params![id, run_no])?;
+                            Admission::Fetch {
+                                first_seen_micros: first_seen,
+                            }
+                        }
+                    };
+                    out.push(admission);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Up to `limit` pending IDs not yet offered in run `run_no` (left over by
+    /// earlier runs) with IDs after `after`, in ID order, marked as offered now.
+    /// Returns (id, first seen).
+    pub fn take_leftovers(
+        &mut self,
+        run_no: i64,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(String, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, first_seen FROM ids WHERE id > ?3 AND status = 0 AND last_run < ?1
+                     ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![run_no, limit as i64, after], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            {
+                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
+                for (id, _) in &rows {
+                    touch.execute(params![id, run_no])?;
+                }
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+    }
+
+    /// Registers a data file about to be written (protocol step 1).
+    pub fn open_file(
+        &mut self,
+        run_id: &str,
+        kind: &str,
+        pending: &PendingFile,
+    ) -> Result<i64, LedgerError> {
+        let (path, temp) = (
+            self.relative(&pending.final_path),
+            self.relative(&pending.temp_path),
+        );
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO files (run_id, kind, path, temp_path, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, kind, path, temp, FILE_OPEN],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Links written rows' IDs to their (still open) file.
+    pub fn link(&mut self, file_id: i64, ids: &[String]) -> Result<(), LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut link =
+                    tx.prepare_cached("INSERT INTO file_rows (file_id, id) VALUES (?1, ?2)")?;
+                for id in ids {
+                    link.execute(params![file_id, id])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Protocol steps 2 to 4 for a complete file: sync, stage, publish, commit.
+    pub fn commit_file(
+        &mut self,
+        file_id: i64,
+        pending: PendingFile,
+        writer: crate::sink::HashingWriter,
+        facts: &FileFacts,
+    ) -> Result<FinishedFile, LedgerError> {
+        let sealed = pending.seal(writer)?;
+        let staged = self.sql(|c| {
+            c.execute(
+                "UPDATE files SET status = ?2, rows = ?3, bytes = ?4, sha256 = ?5, min_created_at = ?6,
+                 max_created_at = ?7 WHERE file_id = ?1",
+                params![
+                    file_id,
+                    FILE_STAGED,
+                    facts.rows as i64,
+                    sealed.finished.bytes as i64,
+                    sealed.finished.sha256,
+                    facts.min_created_at,
+                    facts.max_created_at
+                ],
+            )
+        });
+        if let Err(e) = staged {
+            sealed.abandon();
+            return Err(e);
+        }
+        let finished = sealed.publish()?;
+        self.mark_committed(file_id)?;
+        Ok(finished)
+    }
+
+    fn mark_committed(&mut self, file_id: i64) -> Result<(), LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE files SET status = ?2 WHERE file_id = ?1",
+                params![file_id, FILE_COMMITTED],
+            )?;
+            tx.execute(
+                "UPDATE ids SET status = 1, reason = NULL, last_error = NULL
+                 WHERE id IN (SELECT id FROM file_rows WHERE file_id = ?1)",
+                params![file_id],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Records the end of IDs that were not exported: `Failed` or `Pending`.
+    pub fn record(&mut self, rows: &[FailureRow], status: IdStatus) -> Result<(), LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE ids SET status = ?2, attempts = attempts + ?3, reason = ?4, http_status = ?5,
+                     last_error = ?6 WHERE id = ?1 AND status != 1",
+                )?;
+                for row in rows.iter().filter(|r| r.reason != Reason::InvalidId) {
+                    update.execute(params![
+                        row.id,
+                        status as i64,
+                        row.attempts,
+                        row.reason.as_str(),
+                        row.http_status,
+                        row.message
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Counts of IDs by status: (pending, exported, failed).
+    pub fn status_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+        self.sql(|c| {
+            let mut stmt = c.prepare("SELECT status, count(*) FROM ids GROUP BY status")?;
+            let mut counts = (0, 0, 0);
+            for row in stmt.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+            })? {
+                match row? {
+                    (0, n) => counts.0 = n,
+                    (1, n) => counts.1 = n,
+                    (_, n) => counts.2 += n,
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    /// The status of one ID, if known.
+    pub fn status_of(&self, id: &str) -> Result<Option<IdStatus>, LedgerError> {
+        self.sql(|c| {
+            c.query_row("SELECT status FROM ids WHERE id = ?1", [id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|s| {
+                s.map(|s| match s {
+                    0 => IdStatus::Pending,
+                    1 => IdStatus::Exported,
+                    _ => IdStatus::Failed,
+                })
+            })
+        })
+    }
+}
