@@ -100,7 +100,8 @@ pub async fn run(
         pacer.clone(),
         progress.clone(),
     );
-    let result = pipeline(settings, &state, Arc::new(client), &stop, &live).await;
+    let run = (state.run_no, state.run_id.clone(), state.shard);
+    let result = pipeline(settings, run, Arc::new(client), &stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
     let (source_counts, output) = result?;
@@ -189,7 +190,7 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
 /// and the leftovers are done or the run stops.
 async fn pipeline(
     settings: &Settings,
-    state: &RunState,
+    (run_no, run_id, shard): (i64, String, &'static str),
     client: Arc<Client>,
     stop: &Arc<Stop>,
     live: &Arc<LiveCounts>,
@@ -197,12 +198,12 @@ async fn pipeline(
     let out_dir = &settings.output.dir;
     let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
     let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
-    let source = IdSource::new(settings.inputs.clone(), source_ledger, state.run_no);
+    let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no);
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
     let sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
-    let sink = Sink::new(&settings.output, &state.run_id, state.shard, sink_ledger);
+    let sink = Sink::new(&settings.output, &run_id, shard, sink_ledger);
     let (sink_stop, sink_live) = (stop.clone(), live.clone());
     let sink_thread = std::thread::Builder::new()
         .name("genledger-sink".into())
@@ -229,7 +230,8 @@ async fn pipeline(
     let source_counts = match source_result {
         Ok(Ok(counts)) => counts,
         Ok(Err(e)) => {
-            return Err(e).context("failed to read the input; files already committed are complete");
+            return Err(e)
+                .context("failed to read the input; files already committed are complete");
         }
         Err(e) => anyhow::bail!("the input reader failed: {e}"),
     };

@@ -236,3 +236,164 @@ async fn invalid_lines_are_recorded_with_line_numbers_and_the_run_goes_on() {
         "invalid lines are never sent"
     );
 }
+
+/// After a run, every input ID is exported once, failed with a reason, or
+/// pending; nothing is both in a file and failed or pending.
+fn check_accounted(out: &std::path::Path, ids: &[String]) -> (u64, u64, u64) {
+    use genledger::ledger::{IdStatus, Ledger};
+    let mut in_files = HashSet::new();
+    for row in parquet_rows(out) {
+        assert!(
+            in_files.insert(row["id"].clone().unwrap()),
+            "an ID is in two files"
+        );
+    }
+    let ledger = Ledger::open(&out.join("_state/genledger.db"), out).unwrap();
+    let mut counts = (0, 0, 0);
+    for id in ids {
+        match ledger.status_of(id).unwrap() {
+            Some(IdStatus::Exported) => {
+                assert!(in_files.contains(id), "{id} exported but in no file");
+                counts.0 += 1;
+            }
+            Some(IdStatus::Failed) => {
+                assert!(!in_files.contains(id), "{id} failed but in a file");
+                counts.1 += 1;
+            }
+            Some(IdStatus::Pending) => {
+                assert!(!in_files.contains(id), "{id} pending but in a file");
+                counts.2 += 1;
+            }
+            None => panic!("{id} is not in the ledger"),
+        }
+    }
+    assert_eq!(in_files.len() as u64, counts.0, "files hold only input IDs");
+    counts
+}
+
+#[tokio::test]
+async fn fault_campaign_loses_and_doubles_nothing_and_a_second_run_finishes() {
+    use genledger::simulator::RateLimitStyle as S;
+    let storm = |style| SimConfig {
+        rate_limit: Some(300.0),
+        rate_burst: Some(5),
+        rate_limit_style: style,
+        ..SimConfig::default()
+    };
+    let campaign: Vec<(&str, SimConfig)> = vec![
+        ("429 ms", storm(S::RetryAfterMs)),
+        ("429 date", storm(S::RetryAfterDate)),
+        ("429 reset", storm(S::ResetMillis)),
+        ("429 bare", storm(S::Bare)),
+        (
+            "5xx",
+            SimConfig {
+                error_rate: 0.3,
+                ..SimConfig::default()
+            },
+        ),
+        (
+            "resets",
+            SimConfig {
+                reset_rate: 0.2,
+                ..SimConfig::default()
+            },
+        ),
+        (
+            "cut bodies",
+            SimConfig {
+                truncate_rate: 0.2,
+                ..SimConfig::default()
+            },
+        ),
+        (
+            "slow answers",
+            SimConfig {
+                latency: Duration::from_millis(50),
+                latency_jitter: Duration::from_millis(400),
+                ..SimConfig::default()
+            },
+        ),
+        (
+            "404 window",
+            SimConfig {
+                young_not_found: Duration::from_secs(1),
+                missing_rate: 0.1,
+                ..SimConfig::default()
+            },
+        ),
+        (
+            "401 part way",
+            SimConfig {
+                unauthorized_after: Some(60),
+                ..SimConfig::default()
+            },
+        ),
+    ];
+    // The cases run side by side; each has its own simulator and output.
+    let mut cases = tokio::task::JoinSet::new();
+    for (name, faults) in campaign {
+        cases.spawn(run_fault_case(name, faults));
+    }
+    while let Some(case) = cases.join_next().await {
+        case.unwrap();
+    }
+}
+
+async fn run_fault_case(name: &'static str, faults: SimConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sim = start_sim(faults).await;
+        let mut all = ids(150, DAY, &name.replace(' ', ""));
+        all.extend(ids(
+            10,
+            Duration::ZERO,
+            &format!("{}young", name.replace(' ', "")),
+        ));
+        let input = write_lines(dir.path(), &format!("{name}.txt"), &all);
+        let out = dir.path().join(name.replace(' ', "_"));
+        let mut settings = settings(&sim, &input, &out, Format::Parquet);
+        // Few tries and short timeouts, so faults leave IDs pending.
+        settings.fetch.max_attempts = 2;
+        settings.fetch.timeout = Duration::from_millis(200);
+        settings.fetch.not_found_grace = Duration::from_secs(3);
+        settings.fetch.backoff_initial = Duration::from_millis(20);
+        settings.fetch.backoff_max = Duration::from_millis(200);
+        let first = export(&settings).await;
+        let (exported, failed, pending) = check_accounted(&out, &all);
+        assert_eq!(exported + failed + pending, all.len() as u64, "{name}");
+        assert_eq!(
+            (first.counts.exported, first.counts.pending),
+            (exported, pending),
+            "{name}"
+        );
+
+        // A second run against a healthy API finishes what was pending.
+        let healthy = start_sim(SimConfig {
+            missing_rate: if name == "404 window" { 0.1 } else { 0.0 },
+            ..SimConfig::default()
+        })
+        .await;
+        let mut settings = settings.clone();
+        settings.api.base_url = healthy.base_url().parse().unwrap();
+        // A generous timeout: a timed-out request the server did answer would
+        // rightly be fetched again, and that is not what this run checks.
+        settings.fetch.timeout = Duration::from_secs(30);
+        let second = export(&settings).await;
+        let (exported2, failed2, pending2) = check_accounted(&out, &all);
+        assert_eq!(pending2, 0, "{name}: {:?}", second.counts);
+        assert_eq!(failed2, failed, "{name}: failed IDs stay failed");
+        assert_eq!(exported2, exported + pending, "{name}");
+        assert_eq!(
+            healthy.stats().duplicate_ok,
+            0,
+            "{name}: {:?}",
+            second.counts
+        );
+        assert_eq!(
+            healthy.stats().metadata_requests,
+            pending,
+            "{name}: only pending IDs were fetched again"
+        );
+    }
+}

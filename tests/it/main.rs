@@ -2,6 +2,7 @@
 //! loopback, and the `genledger` executable as a user runs it.
 
 mod cli;
+mod crash;
 mod faults;
 mod roundtrip;
 mod support;
