@@ -160,7 +160,8 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
     let lock = StateLock::acquire(&settings.state_path)?;
-    let mut ledger = Ledger::open(&settings.state_path, out_dir)?;
+    let mut ledger = Ledger::open(&settings.state_path, out_dir)
+        .context("cannot use the state ledger; nothing was fetched or written")?;
     let shard = "0";
     let reconciled = ledger
         .reconcile(shard)

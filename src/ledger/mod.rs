@@ -266,34 +266,35 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(ids.len());
             {
+                // New IDs are the common case: one insert, and a lookup only
+                // when the ID was there already.
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, ?3)
+                     ON CONFLICT (id) DO NOTHING",
+                )?;
                 let mut get = tx
                     .prepare_cached("SELECT status, last_run, first_seen FROM ids WHERE id = ?1")?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, ?3)",
-                )?;
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
                 for id in ids {
-                    let found: Option<(i64, i64, i64)> = get
-                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
-                    let admission = match found {
-                        None => {
-                            insert.execute(params![id, now_micros, run_no])?;
-                            Admission::Fetch {
-                                first_seen_micros: now_micros,
-                            }
-                        }
-                        Some((_, last_run, _)) if last_run == run_no => Admission::Duplicate,
-                        Some((1, ..)) => Admission::AlreadyExported,
-                        Some((2, ..)) => Admission::AlreadyFailed,
-                        Some((_, _, first_seen)) => {
+                    if insert.execute(params![id, now_micros, run_no])? == 1 {
+                        out.push(Admission::Fetch {
+                            first_seen_micros: now_micros,
+                        });
+                        continue;
+                    }
+                    let (status, last_run, first_seen): (i64, i64, i64) =
+                        get.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    out.push(match (status, last_run) {
+                        (_, last) if last == run_no => Admission::Duplicate,
+                        (1, _) => Admission::AlreadyExported,
+                        (2, _) => Admission::AlreadyFailed,
+                        _ => {
                             touch.execute(params![id, run_no])?;
                             Admission::Fetch {
                                 first_seen_micros: first_seen,
                             }
                         }
-                    };
-                    out.push(admission);
+                    });
                 }
             }
             tx.commit()?;
