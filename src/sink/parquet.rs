@@ -24,7 +24,7 @@ use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 /// group is there; it is then encoded and flushed at once. The encoder (one
 /// zstd context per column) exists only during that flush, so an open file
 /// costs only its buffered rows, which keeps several open partitions cheap.
-const ROW_GROUP_ROWS: usize = 8 * 1024;
+const ROW_GROUP_ROWS: usize = 4 * 1024;
 /// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB
 /// times 46 columns would be 46 MiB a file).
 const DATA_PAGE_BYTES: usize = 64 * 1024;
