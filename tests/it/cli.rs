@@ -2,7 +2,7 @@
 //! stderr, configuration layers, and the API key kept out of everything.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use genledger::simulator::SimConfig;
@@ -17,12 +17,6 @@ fn genledger() -> Command {
         }
     }
     cmd
-}
-
-async fn run(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("genledger runs"))
-        .await
-        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {

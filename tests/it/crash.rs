@@ -140,10 +140,7 @@ async fn kill_at_random_moments_then_rerun_exports_every_id_exactly_once() {
     }
     assert!(kills >= 20, "only {kills} runs were killed mid-way");
     let input = write_lines(dir.path(), "ids.txt", &ids);
-    let mut cmd = export_command(&base, &input, &out);
-    let status = tokio::task::spawn_blocking(move || cmd.status().unwrap())
-        .await
-        .unwrap();
+    let status = run(export_command(&base, &input, &out)).await.status;
     assert_eq!(
         status.code(),
         Some(0),
@@ -168,9 +165,7 @@ async fn second_process_on_the_same_state_exits_4_and_touches_nothing() {
     let _held = StateLock::acquire(&db).unwrap();
     let mut cmd = export_command(&sim.base_url(), &input, &out);
     cmd.stderr(Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let output = run(cmd).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(
@@ -194,9 +189,7 @@ async fn unwritable_output_exits_2_and_the_next_run_finishes_exactly_once() {
     std::fs::write(out.join("generations"), "in the way").unwrap();
     let mut cmd = export_command(&sim.base_url(), &input, &out);
     cmd.stderr(Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let output = run(cmd).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -210,10 +203,8 @@ async fn unwritable_output_exits_2_and_the_next_run_finishes_exactly_once() {
         assert!(pending > 0);
     }
     std::fs::remove_file(out.join("generations")).unwrap();
-    let mut cmd = export_command(&sim.base_url(), &input, &out);
-    let status = tokio::task::spawn_blocking(move || cmd.status().unwrap())
-        .await
-        .unwrap();
+    let cmd = export_command(&sim.base_url(), &input, &out);
+    let status = run(cmd).await.status;
     assert_eq!(status.code(), Some(0));
     check_exactly_once(&out, &ids);
 }

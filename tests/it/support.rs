@@ -227,3 +227,10 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs a command to its end off the async runtime (the simulator keeps serving).
+pub async fn run(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the command runs"))
+        .await
+        .unwrap()
+}
