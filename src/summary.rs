@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::sink::Totals;
 use crate::stop::StopReason;
@@ -54,10 +53,6 @@ impl RunReport {
             None if counts.failed + counts.pending + counts.previously_failed > 0 => 1,
             None => 0,
         }
-    }
-
-    pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration_secs)
     }
 }
 

@@ -74,8 +74,6 @@ pub struct RequestCounters {
     pub requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub retries: AtomicU64,
-    pub transient: AtomicU64,
-    pub not_found_retries: AtomicU64,
 }
 
 /// What one HTTP exchange came to.
@@ -230,9 +228,6 @@ impl Client {
                         ));
                     };
                     not_found += 1;
-                    self.counters
-                        .not_found_retries
-                        .fetch_add(1, Ordering::Relaxed);
                     let ceiling = retry::backoff_ceiling(
                         self.fetch.backoff_initial,
                         self.fetch.backoff_max,
@@ -276,7 +271,6 @@ impl Client {
                     wait,
                 } => {
                     transient += 1;
-                    self.counters.transient.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%id, attempt = attempts, ?status, %message, "transient failure");
                     if transient >= self.fetch.max_attempts {
                         let message = format!(
@@ -381,10 +375,6 @@ impl Client {
             401 | 402 => Answer::Refused(code, excerpt(&body)),
             _ => Answer::Rejected(code, excerpt(&body)),
         }
-    }
-
-    pub fn pacer(&self) -> &Pacer {
-        &self.pacer
     }
 }
 

@@ -206,10 +206,6 @@ impl Ledger {
             .into_owned()
     }
 
-    pub fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
     /// Records a run's start; returns its number.
     pub fn begin_run(
         &mut self,
