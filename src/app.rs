@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, ConfigArgs, ExportArgs, SummaryFormat};
+use crate::cli::{Cli, Command, ExportArgs, RunFlags, SummaryFormat};
 use crate::config::{self, ConfigError, Settings};
 use crate::ledger::LedgerError;
 use crate::progress::{Progress, Silent, TerminalProgress};
 use crate::stop::{Stop, StopReason};
 use crate::summary::RunReport;
-use crate::{bench, demo, export, simulator};
+use crate::{bench, daemon, demo, export, simulator};
 
 /// Exit code for a usage, configuration or I/O error.
 pub const EXIT_ERROR: u8 = 2;
@@ -20,13 +20,19 @@ pub const EXIT_ERROR: u8 = 2;
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Export(args) => run_export(cli.config.as_deref(), args).await,
+        Command::Daemon(args) => {
+            let settings = load_settings(cli.config.as_deref(), &args.flags)?;
+            let shutdown = Arc::new(Stop::default());
+            watch_signals(shutdown.clone());
+            daemon::run(settings, shutdown).await
+        }
         Command::Simulate(args) => simulator::serve_forever(args.sim, args.listen)
             .await
             .map(|()| 0),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::CheckConfig(args) => {
-            let settings = load_settings(cli.config.as_deref(), &args)?;
+            let settings = load_settings(cli.config.as_deref(), &args.flags)?;
             println!(
                 "configuration is valid (output to `{}`)",
                 settings.output.dir.display()
@@ -43,6 +49,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Exit code when interrupted (committed work is intact).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Exit code when another process holds the state.
 pub const EXIT_LOCKED: u8 = 4;
 
@@ -54,15 +63,17 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
     if locked { EXIT_LOCKED } else { EXIT_ERROR }
 }
 
+/// The layered configuration with the flags on top, narrowed to `--shard`.
 fn load_settings(
     file: Option<&std::path::Path>,
-    args: &ConfigArgs,
+    flags: &RunFlags,
 ) -> Result<Settings, ConfigError> {
-    config::load(file, &args.flags.overrides())?.resolve()
+    let settings = config::load(file, &flags.overrides())?.resolve()?;
+    Ok(settings.for_shard(flags.shard.unwrap_or_default()))
 }
 
 async fn run_export(file: Option<&std::path::Path>, args: ExportArgs) -> anyhow::Result<u8> {
-    let settings = config::load(file, &args.flags.overrides())?.resolve()?;
+    let settings = load_settings(file, &args.flags)?;
     let stop = Arc::new(Stop::default());
     watch_signals(stop.clone());
     let progress: Arc<dyn Progress> = if args.no_progress {
@@ -72,6 +83,7 @@ async fn run_export(file: Option<&std::path::Path>, args: ExportArgs) -> anyhow:
     };
     let options = export::RunOptions {
         retry_failed: args.retry_failed,
+        ..export::RunOptions::default()
     };
     let report = export::run(&settings, &options, stop, progress).await?;
     print_report(&report, args.summary)?;
@@ -111,7 +123,7 @@ pub fn watch_signals(stop: Arc<Stop>) {
                 eprintln!(
                     "second signal: exiting now; files already renamed into place are complete"
                 );
-                std::process::exit(130);
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
         }
     });

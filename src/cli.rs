@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Format, Overrides};
+use crate::shard::Shard;
 use crate::simulator::SimConfig;
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Export the IDs of the inputs once, print a summary, exit with a status code.
     Export(ExportArgs),
+    /// Run `schedule.cron`: each tick exports what is new in the queue files (and stdin).
+    Daemon(DaemonArgs),
     /// Run the embedded OpenRouter simulator as a server.
     Simulate(SimulateArgs),
     /// Start the simulator, export a few thousand IDs to ./genledger-demo/, show the result.
@@ -75,6 +78,10 @@ pub struct RunFlags {
     /// Requests in flight at once. Overrides `fetch.concurrency`.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Keep only the IDs of shard INDEX of COUNT (`/COUNT` takes INDEX from
+    /// JOB_COMPLETION_INDEX); paces at the rate / COUNT, with its own ledger.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
 }
 
 impl RunFlags {
@@ -109,6 +116,12 @@ pub struct ExportArgs {
     /// Fetch again the IDs earlier runs recorded as failed.
     #[arg(long)]
     pub retry_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub flags: RunFlags,
 }
 
 #[derive(Debug, Args)]

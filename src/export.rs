@@ -7,23 +7,24 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::client::{Client, Failure, Fetched, Reason, RequestCounters};
+use crate::client::{Client, Failure, Fetched, Reason, RequestCounters, RequestTotals};
 use crate::config::Settings;
 use crate::ledger::{IdStatus, Ledger, Reconciled, StateLock};
 use crate::limiter::Pacer;
 use crate::manifest::{Manifest, RunInfo};
 use crate::progress::{Progress, Snapshot};
+use crate::queue::QueueFiles;
 use crate::record::Generation;
 use crate::sink::{FailureRow, Sink, SinkError, SinkOutput, format_timestamp};
-use crate::source::{IdSource, Input, SourceCounts, SourceItem};
+use crate::source::{Carried, IdSource, ReadMode, SourceCounts, SourceItem};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{Counts, RunReport, peak_rss_bytes};
 
@@ -50,19 +51,34 @@ struct LiveCounts {
 }
 
 /// How this process runs an export, beyond the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// Re-queue IDs that earlier runs recorded as failed.
     pub retry_failed: bool,
+    /// Daemon mode: queue files read from their saved offsets, and invalid
+    /// stdin lines carried over from between ticks.
+    pub queues: Option<Arc<Mutex<QueueFiles>>>,
+    pub carried: Option<Carried>,
+    /// What outlives one run in the daemon: the held lock, the request
+    /// counters and the adapted rate.
+    pub daemon: Option<DaemonShared>,
+}
+
+/// State the daemon keeps across ticks.
+#[derive(Clone)]
+pub struct DaemonShared {
+    pub requests: Arc<RequestCounters>,
+    pub pacer: Arc<Pacer>,
 }
 
 /// The state a run holds: the lock, its ledger entry, its identity.
 struct RunState {
-    _lock: StateLock,
+    /// `None` when the daemon holds the lock for all its ticks.
+    _lock: Option<StateLock>,
     ledger: Ledger,
     run_no: i64,
     run_id: String,
-    shard: &'static str,
+    shard: String,
     started_at: String,
 }
 
@@ -78,11 +94,17 @@ pub async fn run(
         anyhow::bail!("no input: give `--input PATH` (or `-` for stdin) or set `input.paths`");
     }
     let mut state = open_state(settings, options)?;
-    let requests = Arc::new(RequestCounters::default());
-    let pacer = Arc::new(Pacer::new(
-        settings.fetch.requests_per_second,
-        settings.fetch.burst,
-    ));
+    let (requests, pacer) = match &options.daemon {
+        Some(shared) => (shared.requests.clone(), shared.pacer.clone()),
+        None => (
+            Arc::new(RequestCounters::default()),
+            Arc::new(Pacer::new(
+                settings.fetch.requests_per_second,
+                settings.fetch.burst,
+            )),
+        ),
+    };
+    let requests_before = requests.snapshot();
     let client = Client::try_new(
         &settings.api,
         &settings.fetch,
@@ -100,15 +122,24 @@ pub async fn run(
         pacer.clone(),
         progress.clone(),
     );
-    let run = (state.run_no, state.run_id.clone(), state.shard);
-    let result = pipeline(settings, run, Arc::new(client), &stop, &live).await;
+    let run = (state.run_no, state.run_id.clone(), state.shard.clone());
+    let mode = ReadMode {
+        shard: settings.shard,
+        queues: options.queues.clone(),
+        carried: options.carried.clone(),
+    };
+    let result = pipeline(settings, run, mode, Arc::new(client), &stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
     let (source_counts, output) = result?;
     progress.update(&snapshot(&live, &requests, &pacer));
     progress.finish();
 
-    let counts = counts(source_counts, &live, &requests);
+    let counts = counts(
+        source_counts,
+        &live,
+        &requests.snapshot().since(&requests_before),
+    );
     let stop_reason = stop.reason();
     let stopped = stop_reason.as_ref().map(describe_stop);
     let exit_code = RunReport::exit_code_for(&counts, stop_reason.as_ref());
@@ -118,7 +149,7 @@ pub async fn run(
     } else {
         let info = RunInfo {
             run_id: &state.run_id,
-            shard: state.shard,
+            shard: &state.shard,
             out_dir: &settings.output.dir,
             started_at: &state.started_at,
             format: settings.output.format.extension(),
@@ -159,12 +190,15 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
     let out_dir = &settings.output.dir;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
-    let lock = StateLock::acquire(&settings.state_path)?;
+    let lock = match options.daemon {
+        Some(_) => None,
+        None => Some(StateLock::acquire(&settings.state_path)?),
+    };
     let mut ledger = Ledger::open(&settings.state_path, out_dir)
         .context("cannot use the state ledger; nothing was fetched or written")?;
-    let shard = "0";
+    let shard = settings.shard.label();
     let reconciled = ledger
-        .reconcile(shard)
+        .reconcile(&shard)
         .context("failed to reconcile the output with the ledger")?;
     if reconciled != Reconciled::default() {
         tracing::warn!(?reconciled, "settled what an earlier run left unfinished");
@@ -175,7 +209,7 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
     }
     let run_id = new_run_id();
     let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
-    let run_no = ledger.begin_run(&run_id, shard, &started_at)?;
+    let run_no = ledger.begin_run(&run_id, &shard, &started_at)?;
     tracing::info!(%run_id, output = %out_dir.display(), "export started");
     Ok(RunState {
         _lock: lock,
@@ -191,7 +225,8 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
 /// and the leftovers are done or the run stops.
 async fn pipeline(
     settings: &Settings,
-    (run_no, run_id, shard): (i64, String, &'static str),
+    (run_no, run_id, shard): (i64, String, String),
+    mode: ReadMode,
     client: Arc<Client>,
     stop: &Arc<Stop>,
     live: &Arc<LiveCounts>,
@@ -199,27 +234,19 @@ async fn pipeline(
     let out_dir = &settings.output.dir;
     let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
     let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
-    let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no);
+    let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no, mode);
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
     let sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
-    let sink = Sink::new(&settings.output, &run_id, shard, sink_ledger);
+    let sink = Sink::new(&settings.output, &run_id, &shard, sink_ledger);
     let (sink_stop, sink_live) = (stop.clone(), live.clone());
     let sink_thread = std::thread::Builder::new()
         .name("genledger-sink".into())
         .spawn(move || drain_into_sink(sink, sink_rx, &sink_live, &sink_stop))
         .context("failed to start the sink thread")?;
 
-    dispatch(
-        source_rx,
-        &settings.inputs,
-        client,
-        stop,
-        sink_tx,
-        settings.fetch.concurrency,
-    )
-    .await;
+    dispatch(source_rx, client, stop, sink_tx, settings.fetch.concurrency).await;
 
     let source_result = source_task.await;
     let output = match sink_thread.join() {
@@ -273,7 +300,6 @@ fn report(
 /// the run is stopped, then waits for the outstanding ones.
 async fn dispatch(
     mut source: mpsc::Receiver<SourceItem>,
-    inputs: &[Input],
     client: Arc<Client>,
     stop: &Stop,
     sink: mpsc::Sender<Outcome>,
@@ -294,7 +320,7 @@ async fn dispatch(
                 line,
                 reason,
             } => {
-                let message = format!("{} line {line}: {reason}", inputs[input].name());
+                let message = format!("{input} line {line}: {reason}");
                 let row = FailureRow {
                     id: String::new(),
                     line: Some(line),
@@ -424,7 +450,7 @@ fn snapshot(live: &LiveCounts, requests: &RequestCounters, pacer: &Pacer) -> Sna
 
 /// `pending` covers every ID read but not finished: those recorded as pending
 /// and those a stopped run never got to.
-fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestCounters) -> Counts {
+fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestTotals) -> Counts {
     let exported = live.exported.load(Ordering::Relaxed);
     let failed = live.failed.load(Ordering::Relaxed);
     let failed_ids = failed.saturating_sub(source.invalid);
@@ -439,9 +465,10 @@ fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestCounters) -
         exported,
         failed,
         pending: source.to_fetch.saturating_sub(exported + failed_ids),
-        requests: requests.requests.load(Ordering::Relaxed),
-        rate_limited: requests.rate_limited.load(Ordering::Relaxed),
-        retries: requests.retries.load(Ordering::Relaxed),
+        requests: requests.requests,
+        rate_limited: requests.rate_limited,
+        retries: requests.retries,
+        other_shards: source.other_shards,
     }
 }
 

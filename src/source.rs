@@ -4,13 +4,17 @@
 //! streams lines from each input through a bounded channel, so memory does not
 //! grow with the input, and drops duplicates.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::ledger::{Admission, Ledger, LedgerError};
+use crate::ledger::{Admission, Ledger, LedgerError, QueueOffset};
+use crate::queue::{QueueFiles, Segment};
+use crate::shard::Shard;
 
 /// Longest ID accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -114,7 +118,8 @@ pub enum SourceItem {
         first_seen_micros: i64,
     },
     Invalid {
-        input: usize,
+        /// The input's name (`stdin` or the path).
+        input: String,
         line: u64,
         reason: String,
     },
@@ -133,6 +138,8 @@ pub struct SourceCounts {
     pub previously_failed: u64,
     /// Pending IDs from earlier runs that this input did not list.
     pub resumed: u64,
+    /// IDs that belong to other shards (`--shard`), left to them.
+    pub other_shards: u64,
     /// IDs handed on to be fetched (new, pending from before, or resumed).
     pub to_fetch: u64,
 }
@@ -150,10 +157,31 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("the queue files are unusable after an earlier failure")]
+    Poisoned,
 }
 
 /// IDs decided by the ledger in one transaction.
 const ADMIT_BATCH: usize = 1024;
+
+/// Invalid lines read between ticks (the daemon's stdin), waiting for the next
+/// run to record them.
+pub type Carried = Arc<Mutex<VecDeque<SourceItem>>>;
+
+/// How many invalid stdin lines wait for the next tick; later ones are only logged.
+pub const CARRIED_MAX: usize = 10_000;
+
+/// How a run reads its inputs.
+#[derive(Default)]
+pub struct ReadMode {
+    /// Keep only this shard's IDs.
+    pub shard: Shard,
+    /// Daemon mode: read these queue files from their saved offsets, complete
+    /// lines only, instead of reading the inputs to their end.
+    pub queues: Option<Arc<Mutex<QueueFiles>>>,
+    /// Invalid lines seen before this run, to record first.
+    pub carried: Option<Carried>,
+}
 
 /// Streams the IDs of every input, in order, asking the ledger which are new,
 /// then the IDs earlier runs left pending. Memory stays flat: the ledger, not
@@ -162,24 +190,57 @@ pub struct IdSource {
     inputs: Vec<Input>,
     ledger: Ledger,
     run_no: i64,
+    mode: ReadMode,
     counts: SourceCounts,
     batch: Vec<(String, u64)>,
 }
 
+/// A queue file being read: where the taken lines end.
+struct Tail {
+    at: QueueOffset,
+    /// Take a last line that has no line ending (the file is rotated away).
+    finished: bool,
+}
+
 impl IdSource {
-    pub fn new(inputs: Vec<Input>, ledger: Ledger, run_no: i64) -> IdSource {
+    pub fn new(inputs: Vec<Input>, ledger: Ledger, run_no: i64, mode: ReadMode) -> IdSource {
         IdSource {
             inputs,
             ledger,
             run_no,
+            mode,
             counts: SourceCounts::default(),
             batch: Vec::with_capacity(ADMIT_BATCH),
         }
     }
 
-    /// Reads every input to its end on the calling (blocking) thread, sending
-    /// items into `tx`. Stops early, without error, when the receiver is gone.
+    /// Reads every input to its end (or, in daemon mode, every queue file to
+    /// its last complete line) on the calling (blocking) thread, sending items
+    /// into `tx`. Stops early, without error, when the receiver is gone.
     pub fn run(mut self, tx: mpsc::Sender<SourceItem>) -> Result<SourceCounts, SourceError> {
+        if let Some(carried) = self.mode.carried.clone() {
+            loop {
+                let item = carried.lock().map(|mut q| q.pop_front()).ok().flatten();
+                let Some(item) = item else { break };
+                self.counts.invalid += 1;
+                if tx.blocking_send(item).is_err() {
+                    return Ok(self.counts);
+                }
+            }
+        }
+        if let Some(queues) = self.mode.queues.clone() {
+            let mut queues = queues.lock().map_err(|_| SourceError::Poisoned)?;
+            for index in 0..queues.len() {
+                for segment in queues.segments(index, &self.ledger)? {
+                    if !self.read_segment(segment, &tx)? {
+                        return Ok(self.counts);
+                    }
+                }
+            }
+            drop(queues);
+            self.send_leftovers(&tx)?;
+            return Ok(self.counts);
+        }
         for index in 0..self.inputs.len() {
             let input = self.inputs[index].clone();
             let reader: Box<dyn Read> = match &input {
@@ -191,12 +252,8 @@ impl IdSource {
                     })?)
                 }
             };
-            if !self.read_one(
-                index,
-                &input,
-                BufReader::with_capacity(1 << 16, reader),
-                &tx,
-            )? {
+            let reader = BufReader::with_capacity(1 << 16, reader);
+            if !self.read_lines(&input.name(), reader, None, tx.clone())? {
                 return Ok(self.counts);
             }
         }
@@ -204,27 +261,61 @@ impl IdSource {
         Ok(self.counts)
     }
 
-    /// Returns false when the receiver has gone away.
-    fn read_one(
+    fn read_segment(
         &mut self,
-        index: usize,
-        input: &Input,
-        mut reader: impl BufRead,
+        segment: Segment,
         tx: &mpsc::Sender<SourceItem>,
     ) -> Result<bool, SourceError> {
+        let Segment {
+            mut file,
+            start,
+            finished,
+            name,
+        } = segment;
+        file.seek(SeekFrom::Start(start.offset))
+            .map_err(|source| SourceError::Read {
+                path: name.clone(),
+                line: start.lines + 1,
+                source,
+            })?;
+        let tail = Tail {
+            at: start,
+            finished,
+        };
+        let reader = BufReader::with_capacity(1 << 16, file);
+        self.read_lines(&name, reader, Some(tail), tx.clone())
+    }
+
+    /// Reads lines to the end of `reader`; with `tail`, only complete lines,
+    /// saving the offset with each batch. Returns false when the receiver has
+    /// gone away.
+    fn read_lines(
+        &mut self,
+        name: &str,
+        mut reader: impl BufRead,
+        mut tail: Option<Tail>,
+        tx: mpsc::Sender<SourceItem>,
+    ) -> Result<bool, SourceError> {
+        let tx = &tx;
         let mut buf = Vec::with_capacity(128);
-        let mut line_no = 0u64;
+        let mut line_no = tail.as_ref().map_or(0, |t| t.at.lines);
         loop {
             buf.clear();
             line_no += 1;
-            let (read, overlong) =
+            let (read, overlong, complete) =
                 read_line_capped(&mut reader, &mut buf).map_err(|source| SourceError::Read {
-                    path: input.name(),
+                    path: name.to_owned(),
                     line: line_no,
                     source,
                 })?;
-            if read == 0 {
-                return self.admit_batch(tx);
+            let partial = tail.as_ref().is_some_and(|t| !complete && !t.finished);
+            if read == 0 || partial {
+                // A partial last line waits for its line ending (next tick).
+                return self.admit_batch(tx, tail.as_ref().map(|t| &t.at), true);
+            }
+            if let Some(tail) = &mut tail {
+                tail.at.offset += read as u64;
+                tail.at.lines = line_no;
             }
             self.counts.lines += 1;
             let line = strip_line_end(&buf, line_no == 1);
@@ -239,7 +330,7 @@ impl IdSource {
                     self.counts.invalid += 1;
                     if tx
                         .blocking_send(SourceItem::Invalid {
-                            input: index,
+                            input: name.to_owned(),
                             line: line_no,
                             reason,
                         })
@@ -248,9 +339,14 @@ impl IdSource {
                         return Ok(false);
                     }
                 }
+                LineKind::Id(id) if !self.mode.shard.owns(&id) => {
+                    self.counts.other_shards += 1;
+                }
                 LineKind::Id(id) => {
                     self.batch.push((id, line_no));
-                    if self.batch.len() >= ADMIT_BATCH && !self.admit_batch(tx)? {
+                    if self.batch.len() >= ADMIT_BATCH
+                        && !self.admit_batch(tx, tail.as_ref().map(|t| &t.at), false)?
+                    {
                         return Ok(false);
                     }
                 }
@@ -258,15 +354,25 @@ impl IdSource {
         }
     }
 
-    /// Asks the ledger about the batched IDs and sends on those to fetch.
-    fn admit_batch(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<bool, SourceError> {
+    /// Asks the ledger about the batched IDs and sends on those to fetch. A
+    /// queue offset is saved in the same transaction; at the end of a file
+    /// (`last`) it is saved even when no IDs are batched.
+    fn admit_batch(
+        &mut self,
+        tx: &mpsc::Sender<SourceItem>,
+        offset: Option<&QueueOffset>,
+        last: bool,
+    ) -> Result<bool, SourceError> {
         if self.batch.is_empty() {
+            if let (Some(offset), true) = (offset, last) {
+                self.ledger.save_queue_offset(offset)?;
+            }
             return Ok(true);
         }
         let batch = std::mem::take(&mut self.batch);
         let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
         let now = chrono::Utc::now().timestamp_micros();
-        let admissions = self.ledger.admit(&ids, self.run_no, now)?;
+        let admissions = self.ledger.admit(&ids, self.run_no, now, offset)?;
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
             let first_seen_micros = match admission {
                 Admission::Duplicate => {
@@ -330,9 +436,72 @@ impl IdSource {
     }
 }
 
+/// The daemon's stdin: records each ID as pending in the ledger as it
+/// arrives (the next tick exports it), batching whatever is already buffered.
+/// Invalid lines wait in `carried` for the next tick to record. Returns at
+/// end of input.
+pub fn feed_stdin(
+    mut ledger: Ledger,
+    shard: Shard,
+    carried: &Carried,
+    mut reader: BufReader<impl Read>,
+) -> Result<u64, SourceError> {
+    let mut buf = Vec::with_capacity(128);
+    let mut batch: Vec<String> = Vec::new();
+    let (mut line_no, mut admitted) = (0u64, 0u64);
+    loop {
+        buf.clear();
+        line_no += 1;
+        let (read, overlong, _) =
+            read_line_capped(&mut reader, &mut buf).map_err(|source| SourceError::Read {
+                path: "stdin".into(),
+                line: line_no,
+                source,
+            })?;
+        if read > 0 {
+            let line = strip_line_end(&buf, line_no == 1);
+            let kind = if overlong {
+                LineKind::Invalid(format!("line is longer than {MAX_LINE_BYTES} bytes"))
+            } else {
+                parse_line(line)
+            };
+            match kind {
+                LineKind::Skip => {}
+                LineKind::Id(id) if shard.owns(&id) => batch.push(id),
+                LineKind::Id(_) => {}
+                LineKind::Invalid(reason) => {
+                    tracing::warn!(line = line_no, %reason, "invalid line on stdin");
+                    let mut queue = carried.lock().unwrap_or_else(|e| e.into_inner());
+                    if queue.len() < CARRIED_MAX {
+                        queue.push_back(SourceItem::Invalid {
+                            input: "stdin".into(),
+                            line: line_no,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        // Admit when nothing more is buffered: batches under load, at once when idle.
+        let idle = read == 0 || reader.buffer().is_empty();
+        if !batch.is_empty() && (idle || batch.len() >= ADMIT_BATCH) {
+            let ids: Vec<&str> = batch.iter().map(String::as_str).collect();
+            admitted += ledger.admit_pending(&ids, chrono::Utc::now().timestamp_micros())?;
+            batch.clear();
+        }
+        if read == 0 {
+            return Ok(admitted);
+        }
+    }
+}
+
 /// Reads up to and including the next `\n`, keeping at most `MAX_LINE_BYTES`.
-/// Returns the bytes consumed and whether the line was cut.
-fn read_line_capped(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+/// Returns the bytes consumed, whether the line was cut, and whether it ended
+/// with `\n` (else the input ended first).
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+) -> io::Result<(usize, bool, bool)> {
     let mut consumed = 0;
     let mut overlong = false;
     loop {
@@ -342,7 +511,7 @@ fn read_line_capped(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<
             Err(e) => return Err(e),
         };
         if chunk.is_empty() {
-            return Ok((consumed, overlong));
+            return Ok((consumed, overlong, false));
         }
         let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
             Some(at) => (at + 1, true),
@@ -354,7 +523,7 @@ fn read_line_capped(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<
         reader.consume(take);
         consumed += take;
         if done {
-            return Ok((consumed, overlong));
+            return Ok((consumed, overlong, true));
         }
     }
 }
@@ -403,8 +572,8 @@ mod tests {
         let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
         let run_no = ledger.begin_run("r", "0", "now").unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
-        let mut source = IdSource::new(vec![Input::Stdin], ledger, run_no);
-        source.read_one(0, &Input::Stdin, bytes, &tx).unwrap();
+        let mut source = IdSource::new(vec![Input::Stdin], ledger, run_no, ReadMode::default());
+        source.read_lines("stdin", bytes, None, tx.clone()).unwrap();
         drop(tx);
         let mut items = Vec::new();
         while let Ok(item) = rx.try_recv() {

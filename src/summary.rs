@@ -26,6 +26,8 @@ pub struct Counts {
     pub requests: u64,
     pub rate_limited: u64,
     pub retries: u64,
+    /// IDs left to other shards (`--shard`).
+    pub other_shards: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -107,6 +109,13 @@ impl fmt::Display for RunReport {
             )?;
         }
         writeln!(f, "  duplicates skipped {:>10}", c.duplicates_skipped)?;
+        if c.other_shards > 0 {
+            writeln!(
+                f,
+                "  other shards       {:>10}  (left to the other --shard processes)",
+                c.other_shards
+            )?;
+        }
         writeln!(
             f,
             "  requests           {:>10}  (429s {}, retries {})",

@@ -12,7 +12,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 
 pub use raw::{Compression, Format, RawConfig};
-pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Settings};
+pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Settings, parse_cron};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "GENLEDGER_CONFIG";

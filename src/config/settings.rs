@@ -11,6 +11,7 @@ use reqwest::Url;
 
 use super::{Compression, ConfigError, Format, RawConfig};
 use crate::schema::MoneyMode;
+use crate::shard::Shard;
 use crate::source::Input;
 
 /// The OpenRouter API key. It prints as `****` everywhere.
@@ -83,6 +84,8 @@ pub struct Settings {
     pub cron: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
+    /// The slice of IDs this process owns (the whole space unless `--shard`).
+    pub shard: Shard,
 }
 
 impl Settings {
@@ -133,13 +136,7 @@ impl Settings {
         let base_url = parse_base_url(&raw.api.base_url, raw.api.allow_insecure_http)
             .map_err(|message| invalid("api.base_url", message))?;
         if let Some(cron) = &raw.schedule.cron {
-            let fields = cron.split_whitespace().count();
-            if fields != 6 {
-                return Err(invalid(
-                    "schedule.cron",
-                    format!("`{cron}` has {fields} fields; six are needed, seconds first"),
-                ));
-            }
+            parse_cron(cron).map_err(|message| invalid("schedule.cron", message))?;
         }
         if raw.export.content {
             return Err(invalid(
@@ -190,8 +187,48 @@ impl Settings {
             cron: raw.schedule.cron.clone(),
             metrics_listen,
             shutdown_timeout: raw.shutdown_timeout,
+            shard: Shard::default(),
         })
     }
+
+    /// Narrows the settings to one shard: its share of the request rate, and
+    /// its own ledger (`genledger-2of3.db` beside the configured path), so
+    /// shards never share state even when they share a volume.
+    pub fn for_shard(mut self, shard: Shard) -> Settings {
+        if shard.is_whole() {
+            return self;
+        }
+        self.fetch.requests_per_second /= f64::from(shard.count);
+        let stem = self
+            .state_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "genledger".into());
+        let name = match self.state_path.extension() {
+            Some(ext) => format!("{stem}-{}.{}", shard.label(), ext.to_string_lossy()),
+            None => format!("{stem}-{}", shard.label()),
+        };
+        self.state_path.set_file_name(name);
+        self.shard = shard;
+        self
+    }
+}
+
+/// Parses a six-field cron expression (seconds first), as the daemon's
+/// scheduler will, and names the problem if it cannot.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        return Err(format!(
+            "`{expr}` has {fields} fields; six are needed, seconds first (e.g. \"0 */5 * * * *\")"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("`{expr}`: {e}"))
 }
 
 /// Plain HTTP would send the key in the clear, so it is only allowed to loopback

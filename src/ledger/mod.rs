@@ -125,8 +125,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS queue_offsets (
     path TEXT PRIMARY KEY,
-    inode INTEGER,
-    offset INTEGER NOT NULL
+    inode INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    lines INTEGER NOT NULL
 );
 ";
 
@@ -136,6 +137,17 @@ pub struct Ledger {
     path: PathBuf,
     /// Output root; file paths in the ledger are relative to it.
     out_dir: PathBuf,
+}
+
+/// How far a queue file has been read: up to `offset` bytes (`lines` lines)
+/// of the file with inode `inode`. Saved in the same transaction as the IDs
+/// those bytes held, so a restart neither skips nor re-reads a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOffset {
+    pub path: String,
+    pub inode: u64,
+    pub offset: u64,
+    pub lines: u64,
 }
 
 /// Facts about a file being committed.
@@ -252,14 +264,19 @@ impl Ledger {
 
     /// Decides, in one transaction, what to do with each offered ID, recording
     /// new ones as pending and marking all as seen by run `run_no`.
+    /// With `offset`, the queue offset is saved in the same transaction.
     pub fn admit(
         &mut self,
         ids: &[&str],
         run_no: i64,
         now_micros: i64,
+        offset: Option<&QueueOffset>,
     ) -> Result<Vec<Admission>, LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(offset) = offset {
+                save_offset(&tx, offset)?;
+            }
             let mut out = Vec::with_capacity(ids.len());
             {
                 // New IDs are the common case: one insert, and a lookup only
@@ -296,6 +313,50 @@ impl Ledger {
             tx.commit()?;
             Ok(out)
         })
+    }
+
+    /// Records IDs as pending for a later run (the daemon's stdin), without
+    /// touching IDs already known. Returns how many were new.
+    pub fn admit_pending(&mut self, ids: &[&str], now_micros: i64) -> Result<u64, LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut new = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, 0)
+                     ON CONFLICT (id) DO NOTHING",
+                )?;
+                for id in ids {
+                    new += insert.execute(params![id, now_micros])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    /// Where reading of the queue file `path` stopped, if it was ever read.
+    pub fn queue_offset(&self, path: &str) -> Result<Option<QueueOffset>, LedgerError> {
+        self.sql(|c| {
+            c.query_row(
+                "SELECT inode, offset, lines FROM queue_offsets WHERE path = ?1",
+                [path],
+                |r| {
+                    Ok(QueueOffset {
+                        path: path.to_owned(),
+                        inode: r.get::<_, i64>(0)? as u64,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        lines: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Saves a queue offset on its own (bytes that held no new IDs).
+    pub fn save_queue_offset(&mut self, offset: &QueueOffset) -> Result<(), LedgerError> {
+        self.sql(|c| save_offset(c, offset))
     }
 
     /// Up to `limit` pending IDs not yet offered in run `run_no` (left over by
@@ -472,4 +533,18 @@ impl Ledger {
             })
         })
     }
+}
+
+fn save_offset(c: &Connection, offset: &QueueOffset) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO queue_offsets (path, inode, offset, lines) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (path) DO UPDATE SET inode = ?2, offset = ?3, lines = ?4",
+    )?
+    .execute(params![
+        offset.path,
+        offset.inode as i64,
+        offset.offset as i64,
+        offset.lines as i64
+    ])
+    .map(drop)
 }
