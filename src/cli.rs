@@ -52,6 +52,8 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Print the resolved configuration, secrets masked.
     ShowConfig(ConfigArgs),
+    /// Print the output tables' definitions for a warehouse (DuckDB, BigQuery, ...).
+    Schema(crate::ddl::SchemaArgs),
 }
 
 /// Flags that override configuration keys.

@@ -18,6 +18,7 @@
 //! - [`ledger`]: the SQLite state ledger, the file commit protocol and start-up reconciliation.
 //! - [`manifest`]: the per-run manifest, written last.
 //! - [`simulator`]: an OpenRouter stand-in with fault knobs, used by `demo`, `bench` and the tests.
+//! - [`ddl`]: `genledger schema`, each warehouse's table definitions generated from [`schema`].
 //! - [`app`]: the commands; `main.rs` only parses, sets up logging and maps the exit code.
 
 pub mod app;
@@ -25,6 +26,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ddl;
 pub mod demo;
 pub mod export;
 pub mod ledger;
