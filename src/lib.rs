@@ -19,6 +19,7 @@
 //! - [`manifest`]: the per-run manifest, written last.
 //! - [`simulator`]: an OpenRouter stand-in with fault knobs, used by `demo`, `bench` and the tests.
 //! - [`ddl`]: `genledger schema`, each warehouse's table definitions generated from [`schema`].
+//! - [`report`]: `genledger report`, cost and tokens by model and day read back from the files.
 //! - [`app`]: the commands; `main.rs` only parses, sets up logging and maps the exit code.
 
 pub mod app;
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod money;
 pub mod progress;
 pub mod record;
+pub mod report;
 pub mod schema;
 pub mod simulator;
 pub mod sink;
