@@ -75,9 +75,11 @@ fn export_root(dir: &Path) -> anyhow::Result<PathBuf> {
                 .map(|p| format!("`{}`", p.display()))
                 .collect();
             bail!(
-                "`{}` holds several exports ({}); report on one of them",
+                "`{}` holds several exports ({}), which may hold the same generations; \
+                 report on one of them, e.g. `genledger report {}`",
                 dir.display(),
-                names.join(", ")
+                names.join(", "),
+                several[0].display()
             )
         }
     }

@@ -30,7 +30,7 @@ const PALETTE: [&str; 20] = [
     "#d37295", "#8cd17d", "#7f7f7f", "#c85200",
 ];
 /// Legend labels longer than this are cut (the full name is in the tooltip).
-const LEGEND_CHARS: usize = 36;
+const LEGEND_CHARS: usize = 30;
 
 /// The whole SVG document.
 pub fn chart(report: &Report) -> String {
@@ -204,13 +204,14 @@ fn legend(out: &mut String, models: &[(&str, Sums)], x: f64) {
     for (index, (model, sums)) in models.iter().enumerate() {
         let y = TOP + 12.0 + LEGEND_ROW * index as f64;
         let color = PALETTE[index % PALETTE.len()];
+        let text_y = y + 10.5;
         let _ = writeln!(
             out,
-            "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{color}\"/>\n<text x=\"{:.2}\" y=\"{:.2}\"><title>{}</title>{}  {}</text>",
+            "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{color}\"/>\n<text x=\"{:.2}\" y=\"{text_y:.2}\"><title>{}</title>{}</text>\n<text x=\"{:.2}\" y=\"{text_y:.2}\" text-anchor=\"end\">{}</text>",
             x + 18.0,
-            y + 10.5,
             escape(model),
             escape(&shorten(model)),
+            WIDTH - 12.0,
             dollars(sums.total_cost),
         );
     }
