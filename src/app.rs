@@ -31,6 +31,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(|()| 0),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Schema(args) => crate::ddl::run(cli.config.as_deref(), &args),
+        Command::Report(args) => crate::report::run(&args),
         Command::CheckConfig(args) => {
             let settings = load_settings(cli.config.as_deref(), &args.flags)?;
             println!(

@@ -55,6 +55,10 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Print the resolved configuration, secrets masked.
     ShowConfig(ConfigArgs),
+    /// Print the output tables' definitions for a warehouse (DuckDB, BigQuery, ...).
+    Schema(crate::ddl::SchemaArgs),
+    /// Cost and tokens by model and by day from an export directory (and a chart).
+    Report(crate::report::ReportArgs),
 }
 
 /// Flags that override configuration keys.

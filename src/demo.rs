@@ -74,6 +74,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         "  duckdb -c \"SELECT model, count(*), sum(total_cost) FROM '{}/parquet/generations/*/*.parquet' GROUP BY 1 ORDER BY 3 DESC\"",
         dir.display()
     );
+    println!("Or cost and tokens by model and day, with a chart:");
+    println!(
+        "  genledger report {} --svg cost.svg",
+        dir.join("parquet").display()
+    );
     Ok(report.exit_code.max(csv_report.exit_code))
 }
 

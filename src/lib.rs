@@ -18,6 +18,8 @@
 //! - [`ledger`]: the SQLite state ledger, the file commit protocol and start-up reconciliation.
 //! - [`manifest`]: the per-run manifest, written last.
 //! - [`simulator`]: an OpenRouter stand-in with fault knobs, used by `demo`, `bench` and the tests.
+//! - [`ddl`]: `genledger schema`, each warehouse's table definitions generated from [`schema`].
+//! - [`report`]: `genledger report`, cost and tokens by model and day read back from the files.
 //! - [`app`]: the commands; `main.rs` only parses, sets up logging and maps the exit code.
 
 pub mod app;
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod ddl;
 pub mod demo;
 pub mod export;
 pub mod ledger;
@@ -37,6 +40,7 @@ pub mod money;
 pub mod progress;
 pub mod queue;
 pub mod record;
+pub mod report;
 pub mod schema;
 pub mod shard;
 pub mod simulator;

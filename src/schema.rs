@@ -9,7 +9,17 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::money::{self, Money};
 
 /// How money columns are typed in Parquet (`output.money`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MoneyMode {
     /// `DECIMAL(38,18)`: exact.

@@ -2,9 +2,12 @@
 //! `GET /generation` answer.
 //!
 //! Parsing lives in [`parse`]; this file holds the record and its column table.
+//! [`content`] is the `content` table's row, from a `GET /generation/content` answer.
 
+mod content;
 mod parse;
 
+pub use content::{Content, ContentError, parse_content};
 pub use parse::{ParseError, parse_generation};
 
 use crate::money::Money;

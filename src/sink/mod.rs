@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use self::csv::{format_timestamp, format_value};
+pub use self::csv::{CsvFile, format_timestamp, format_value};
+pub use self::parquet::ParquetFile;
 pub use file::{FinishedFile, HashingWriter, PendingFile, SealedFile, sync_dir};
 pub use partition::{DataFile, PartitionedWriter, partition_date};
 

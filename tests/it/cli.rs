@@ -2,26 +2,11 @@
 //! stderr, configuration layers, and the API key kept out of everything.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use genledger::simulator::SimConfig;
 
 use crate::support::*;
-
-fn genledger() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genledger"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("GENLEDGER_") || name == "OPENROUTER_API_KEY" || name == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -3,6 +3,8 @@
 
 mod cli;
 mod crash;
+mod ddl;
 mod faults;
+mod report;
 mod roundtrip;
 mod support;

@@ -228,6 +228,22 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The `genledger` executable, with none of this environment's genledger
+/// settings, key or log filter leaking in.
+pub fn genledger() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genledger"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GENLEDGER_") || name == "OPENROUTER_API_KEY" || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Runs a command to its end off the async runtime (the simulator keeps serving).
 pub async fn run(mut cmd: std::process::Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("the command runs"))

@@ -1,0 +1,166 @@
+//! `genledger report DIR`: cost and tokens by model and by day, read back from
+//! an export directory's data files, with exact money and an optional SVG chart.
+//!
+//! [`read`] streams the Parquet and CSV files into a [`Report`] (memory grows
+//! with models × days, not with rows); [`render`] prints it; [`svg`] draws it.
+
+mod read;
+mod render;
+mod svg;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Args, ValueEnum};
+
+use crate::money::Money;
+
+pub use read::read_export;
+
+/// How the report is printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns for reading.
+    Table,
+    /// One row per model, day and the total, with a `group` column.
+    Csv,
+    /// One JSON document; money as exact decimal strings.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Export directory (the `output.dir` of a run, holding `generations/`).
+    pub dir: PathBuf,
+    /// Output on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Also write a chart of daily cost by model to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+/// Prints the report on stdout and writes the chart when asked.
+pub fn run(args: &ReportArgs) -> anyhow::Result<u8> {
+    let report = read_export(&args.dir)?;
+    if report.float_files > 0 {
+        tracing::warn!(
+            files = report.float_files,
+            "money columns are float64 (output.money = \"float64\"): each value is summed \
+             as the shortest decimal that reads back as its double, so totals are only as \
+             exact as those doubles"
+        );
+    }
+    let text = match args.format {
+        ReportFormat::Table => render::table(&report),
+        ReportFormat::Csv => render::csv(&report)?,
+        ReportFormat::Json => render::json(&report)?,
+    };
+    print!("{text}");
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::chart(&report))
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    Ok(0)
+}
+
+/// Sums over a group of rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sums {
+    pub rows: u64,
+    /// Exact: summed as integers of 10⁻¹⁸ USD.
+    pub total_cost: Money,
+    pub tokens_prompt: i64,
+    pub tokens_completion: i64,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) -> anyhow::Result<()> {
+        self.rows += other.rows;
+        self.total_cost = self
+            .total_cost
+            .checked_add(other.total_cost)
+            .context("total_cost sum overflowed 38 digits")?;
+        self.tokens_prompt = (self.tokens_prompt)
+            .checked_add(other.tokens_prompt)
+            .context("tokens_prompt sum overflowed")?;
+        self.tokens_completion = (self.tokens_completion)
+            .checked_add(other.tokens_completion)
+            .context("tokens_completion sum overflowed")?;
+        Ok(())
+    }
+}
+
+/// One data row, as far as the report needs it.
+pub(crate) struct Line<'a> {
+    /// `(unknown)` when null or empty.
+    pub model: &'a str,
+    /// UTC day of `created_at`, else of `exported_at` (the partition rule).
+    pub day: NaiveDate,
+    pub sums: Sums,
+}
+
+/// The label of rows without a model.
+pub const UNKNOWN_MODEL: &str = "(unknown)";
+
+/// Everything read from an export directory. The groupings are summed as
+/// the rows arrive, so an overflow is found while reading, not while printing.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The directory read.
+    pub dir: PathBuf,
+    /// Data files read.
+    pub files: usize,
+    /// Parquet files whose money columns were float64 rather than decimal.
+    pub float_files: usize,
+    /// Sums per day, per model.
+    pub daily: BTreeMap<NaiveDate, BTreeMap<String, Sums>>,
+    models: BTreeMap<String, Sums>,
+    days: BTreeMap<NaiveDate, Sums>,
+    total: Sums,
+}
+
+impl Report {
+    fn new(dir: &Path) -> Report {
+        Report {
+            dir: dir.to_owned(),
+            ..Report::default()
+        }
+    }
+
+    pub(crate) fn add(&mut self, line: Line<'_>) -> anyhow::Result<()> {
+        let day = self.daily.entry(line.day).or_default();
+        entry(day, line.model).add(&line.sums)?;
+        entry(&mut self.models, line.model).add(&line.sums)?;
+        self.days.entry(line.day).or_default().add(&line.sums)?;
+        self.total.add(&line.sums)
+    }
+
+    /// Per model, the most expensive first.
+    pub fn by_model(&self) -> Vec<(&str, Sums)> {
+        let mut models: Vec<(&str, Sums)> =
+            self.models.iter().map(|(m, s)| (m.as_str(), *s)).collect();
+        models.sort_by(|a, b| b.1.total_cost.cmp(&a.1.total_cost).then(a.0.cmp(b.0)));
+        models
+    }
+
+    /// Per UTC day, in order.
+    pub fn by_day(&self) -> Vec<(NaiveDate, Sums)> {
+        self.days.iter().map(|(d, s)| (*d, *s)).collect()
+    }
+
+    pub fn total(&self) -> Sums {
+        self.total
+    }
+}
+
+/// The sums for `model`, allocating its name only the first time.
+fn entry<'m>(map: &'m mut BTreeMap<String, Sums>, model: &str) -> &'m mut Sums {
+    if !map.contains_key(model) {
+        map.insert(model.to_owned(), Sums::default());
+    }
+    // Present: inserted just above when missing.
+    map.get_mut(model).expect("inserted above")
+}
