@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod daemon;
 mod ddl;
 mod faults;
 mod report;
