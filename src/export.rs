@@ -90,7 +90,7 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    if settings.inputs.is_empty() {
+    if settings.inputs.is_empty() && options.queues.is_none() {
         anyhow::bail!("no input: give `--input PATH` (or `-` for stdin) or set `input.paths`");
     }
     let mut state = open_state(settings, options)?;

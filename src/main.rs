@@ -6,7 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = genledger::cli::Cli::parse();
-    genledger::logging::init(cli.verbose, cli.quiet, cli.log_format);
+    // A daemon's log is its only report: one line per tick by default.
+    let is_daemon = matches!(cli.command, genledger::cli::Command::Daemon(_));
+    let verbose = if is_daemon { cli.verbose.max(1) } else { cli.verbose };
+    genledger::logging::init(verbose, cli.quiet, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
