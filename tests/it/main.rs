@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod ddl;
+mod deploy;
 mod faults;
 mod report;
 mod roundtrip;
