@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod ddl;
+mod deploy;
 mod faults;
 mod report;
 mod roundtrip;
