@@ -4,11 +4,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// glibc's allocator spent about an eighth of the export's CPU time on the
+/// many short-lived buffers of HTTP answers and parsing; mimalloc spends less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = genledger::cli::Cli::parse();
     // A daemon's log is its only report: one line per tick by default.
     let is_daemon = matches!(cli.command, genledger::cli::Command::Daemon(_));
-    let verbose = if is_daemon { cli.verbose.max(1) } else { cli.verbose };
+    let verbose = if is_daemon {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    };
     genledger::logging::init(verbose, cli.quiet, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -60,10 +60,7 @@ pub fn parse_generation(
         serde_json::from_str(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let data = envelope.data.ok_or(ParseError::NoData)?;
     let FieldList(map) = serde_json::from_str(data.get()).map_err(|_| ParseError::NoData)?;
-    let mut f = Fields {
-        map,
-        mismatched: Vec::new(),
-    };
+    let mut f = Fields::new(map);
 
     let id = f
         .text("id")
@@ -177,12 +174,36 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The last of repeated keys wins, as in a map; earlier ones are dropped
+    /// here, once, so each `take` finds at most one entry. Answers almost
+    /// never repeat a key, so the check is a sort of key hashes, and the
+    /// exact comparison runs only when two hashes match.
+    fn new(mut map: Vec<(Cow<'a, str>, &'a RawValue)>) -> Fields<'a> {
+        let mut hashes: Vec<u64> = map
+            .iter()
+            .map(|(k, _)| xxhash_rust::xxh3::xxh3_64(k.as_bytes()))
+            .collect();
+        hashes.sort_unstable();
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            let mut at = map.len();
+            while at > 0 {
+                at -= 1;
+                let later = map[at + 1..].iter().any(|(k, _)| *k == map[at].0);
+                if later {
+                    map.remove(at);
+                }
+            }
+        }
+        Fields {
+            map,
+            mismatched: Vec::new(),
+        }
+    }
+
     /// Takes `key`; `None` when absent or null.
     fn take(&mut self, key: &str) -> Option<&'a RawValue> {
         let at = self.map.iter().rposition(|(k, _)| k == key)?;
         let (_, raw) = self.map.swap_remove(at);
-        // The last of repeated keys wins, as in a map; earlier ones go.
-        self.map.retain(|(k, _)| k != key);
         Some(raw).filter(|raw| raw.get() != "null")
     }
 
@@ -340,6 +361,17 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn the_last_of_repeated_keys_wins_and_earlier_ones_vanish() {
+        let g = parse(
+            r#"{"id":"gen-1","model":"a","x":1,"model":"b","x":2,"total_cost":1,"total_cost":null}"#,
+        )
+        .unwrap();
+        assert_eq!(g.model.as_deref(), Some("b"));
+        assert_eq!(g.total_cost, None);
+        assert_eq!(g.extra.as_deref(), Some(r#"{"x":2}"#));
     }
 
     #[test]
