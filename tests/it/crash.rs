@@ -283,7 +283,10 @@ async fn failed_ids_stay_failed_until_retry_failed() {
         0,
         "failed IDs are not fetched again by default"
     );
-    let options = genledger::export::RunOptions { retry_failed: true };
+    let options = genledger::export::RunOptions {
+        retry_failed: true,
+        ..Default::default()
+    };
     let stop = std::sync::Arc::new(genledger::stop::Stop::default());
     let progress = std::sync::Arc::new(genledger::progress::Silent);
     let report = genledger::export::run(&settings, &options, stop, progress)
