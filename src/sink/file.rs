@@ -49,12 +49,28 @@ impl PendingFile {
     pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
         let dir = final_path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|source| SinkError::io("create directory", dir, source))?;
+        PendingFile::create_in(final_path, false)
+    }
+
+    /// Like [`PendingFile::create`], for sensitive data: the directory is made
+    /// owner-only (0700) and the file is created owner-only (0600) before a
+    /// byte is written; the rename keeps the mode.
+    pub fn create_private(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
+        create_private_dir(final_path.parent().unwrap_or(Path::new(".")))?;
+        PendingFile::create_in(final_path, true)
+    }
+
+    fn create_in(
+        final_path: PathBuf,
+        private: bool,
+    ) -> Result<(PendingFile, HashingWriter), SinkError> {
+        let dir = final_path.parent().unwrap_or(Path::new("."));
         let name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp_path = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&temp_path)
+        let file = open_for_writing(&temp_path, private)
             .map_err(|source| SinkError::io("create", &temp_path, source))?;
         let writer = HashingWriter {
             inner: BufWriter::with_capacity(1 << 16, file),
@@ -126,6 +142,42 @@ impl SealedFile {
     pub fn abandon(self) {
         let _ = fs::remove_file(&self.temp_path);
     }
+}
+
+/// Creates (or truncates) a file for writing; `private` makes it owner-only,
+/// also when a file of that name was left with a wider mode.
+fn open_for_writing(path: &Path, private: bool) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        return Ok(file);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options.open(path)
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only, and makes
+/// an existing `dir` owner-only too.
+pub fn create_private_dir(dir: &Path) -> Result<(), SinkError> {
+    let failed = |source| SinkError::io("create directory", dir, source);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(failed)
+    }
+    #[cfg(not(unix))]
+    fs::create_dir_all(dir).map_err(failed)
 }
 
 /// Makes a rename durable.
