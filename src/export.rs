@@ -223,7 +223,11 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
     }
     if options.retry_failed {
         let (requeued, content) = ledger.requeue_failed()?;
-        tracing::info!(requeued, content, "failed IDs (and failed contents) re-queued");
+        tracing::info!(
+            requeued,
+            content,
+            "failed IDs (and failed contents) re-queued"
+        );
     }
     let run_id = new_run_id();
     let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
@@ -470,9 +474,9 @@ fn drain_into_sink(
     while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
             Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
-            Outcome::Content(content) => sink
-                .write_content(content)
-                .map(|()| &live.content_exported),
+            Outcome::Content(content) => {
+                sink.write_content(content).map(|()| &live.content_exported)
+            }
             Outcome::Failed(row) => sink.write_failure(row, IdStatus::Failed).map(|()| {
                 if row.reason.is_content() {
                     &live.content_failed

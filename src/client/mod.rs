@@ -389,7 +389,12 @@ impl Client {
     /// The wait before asking again after the `not_found`th 404, or `None`
     /// when the generation is older than `fetch.not_found_grace` (then the 404
     /// is final).
-    fn not_found_delay(&self, id: &str, first_seen: SystemTime, not_found: u32) -> Option<Duration> {
+    fn not_found_delay(
+        &self,
+        id: &str,
+        first_seen: SystemTime,
+        not_found: u32,
+    ) -> Option<Duration> {
         let created = created_from_id(id).unwrap_or(first_seen);
         let age = SystemTime::now()
             .duration_since(created)
@@ -571,5 +576,25 @@ mod tests {
         );
         let long = "é".repeat(2000);
         assert_eq!(excerpt(&long).chars().count(), EXCERPT_CHARS);
+    }
+
+    #[test]
+    fn content_failures_have_reasons_of_their_own() {
+        let pairs = [
+            (Reason::NotFound, "content_not_found"),
+            (Reason::HttpError, "content_http_error"),
+            (Reason::InvalidResponse, "content_invalid_response"),
+            (Reason::RetriesExhausted, "content_retries_exhausted"),
+            (Reason::Stopped, "content_stopped"),
+        ];
+        for (metadata, content) in pairs {
+            assert_eq!(Endpoint::Metadata.reason(metadata), metadata);
+            assert!(!metadata.is_content());
+            let mapped = Endpoint::Content.reason(metadata);
+            assert_eq!(mapped.as_str(), content);
+            assert!(mapped.is_content());
+        }
+        assert!(Reason::ContentForbidden.is_content());
+        assert_eq!(Reason::ContentForbidden.as_str(), "content_forbidden");
     }
 }

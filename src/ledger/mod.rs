@@ -341,9 +341,7 @@ impl Ledger {
                         continue;
                     }
                     let (status, last_run, first_seen, content): (i64, i64, i64, Option<i64>) =
-                        get.query_row([id], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })?;
+                        get.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                     out.push(match (status, last_run) {
                         (_, last) if last == run_no => Admission::Duplicate,
                         (1, _) => Admission::AlreadyExported,
@@ -497,7 +495,11 @@ impl Ledger {
 
     /// Links written rows' IDs (with their generation's `created_at`) to
     /// their (still open) file.
-    pub fn link(&mut self, file_id: i64, rows: &[(String, Option<i64>)]) -> Result<(), LedgerError> {
+    pub fn link(
+        &mut self,
+        file_id: i64,
+        rows: &[(String, Option<i64>)],
+    ) -> Result<(), LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
@@ -733,3 +735,6 @@ fn save_offset(c: &Connection, offset: &QueueOffset) -> rusqlite::Result<()> {
     ])
     .map(drop)
 }
+
+#[cfg(test)]
+mod tests;

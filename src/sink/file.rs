@@ -186,3 +186,31 @@ pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
         .and_then(|d| d.sync_all())
         .map_err(|source| SinkError::io("sync directory", dir, source))
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_files_are_owner_only_from_the_first_byte_to_their_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("content");
+        // A directory left with a wider mode is tightened too.
+        fs::create_dir_all(&table).unwrap();
+        fs::set_permissions(&table, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&table).unwrap();
+        let part = table.join("date=2026-01-02");
+        let (pending, mut out) = PendingFile::create_private(part.join("a.csv")).unwrap();
+        assert_eq!(mode(&pending.temp_path), 0o600);
+        out.write_all(b"secret prompt").unwrap();
+        let done = pending.finish(out).unwrap();
+        assert_eq!(mode(&done.path), 0o600);
+        assert_eq!((mode(&table), mode(&part)), (0o700, 0o700));
+    }
+}

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_timestamp, format_value};
 pub use self::parquet::ParquetFile;
-pub use file::{FinishedFile, HashingWriter, PendingFile, SealedFile, create_private_dir, sync_dir};
+pub use file::{
+    FinishedFile, HashingWriter, PendingFile, SealedFile, create_private_dir, sync_dir,
+};
 pub use partition::{DataFile, PartitionedWriter, partition_date};
 
 use crate::client::Reason;

@@ -95,7 +95,8 @@ impl<R: Row> PartitionedWriter<R> {
             Encoder::Parquet(p) => p.append(row)?,
             Encoder::Csv(c) => c.append(row)?,
         }
-        file.unlinked.push((row.id().to_owned(), row.created_micros()));
+        file.unlinked
+            .push((row.id().to_owned(), row.created_micros()));
         file.rows += 1;
         file.min = file.min.min(micros);
         file.max = file.max.max(micros);
