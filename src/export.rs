@@ -59,7 +59,6 @@ struct LiveCounts {
     content_wanted: AtomicU64,
     content_exported: AtomicU64,
     content_failed: AtomicU64,
-    content_pending: AtomicU64,
 }
 
 /// How this process runs an export, beyond the configuration.
@@ -188,9 +187,10 @@ pub async fn run(
             manifest_path.as_deref(),
         )
         .context("failed to record the run in the ledger")?;
-    tracing::info!(run_id = %state.run_id, exported = counts.exported, failed = counts.failed, pending = counts.pending,
-        content_exported = counts.content_exported, content_failed = counts.content_failed,
-        content_pending = counts.content_pending, "export finished");
+    let c = &counts;
+    tracing::info!(run_id = %state.run_id, exported = c.exported, failed = c.failed, pending = c.pending,
+        content_exported = c.content_exported, content_failed = c.content_failed, content_pending = c.content_pending,
+        "export finished");
     Ok(report(
         state.run_id,
         exit_code,
@@ -473,28 +473,27 @@ fn drain_into_sink(
 ) -> Result<SinkOutput, SinkError> {
     while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
-            Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
-            Outcome::Content(content) => {
-                sink.write_content(content).map(|()| &live.content_exported)
-            }
+            Outcome::Exported(record) => sink.write(record).map(|()| Some(&live.exported)),
+            Outcome::Content(content) => sink
+                .write_content(content)
+                .map(|()| Some(&live.content_exported)),
             Outcome::Failed(row) => sink.write_failure(row, IdStatus::Failed).map(|()| {
-                if row.reason.is_content() {
+                Some(if row.reason.is_content() {
                     &live.content_failed
                 } else {
                     &live.failed
-                }
+                })
             }),
-            Outcome::Pending(row) => sink.write_failure(row, IdStatus::Pending).map(|()| {
-                if row.reason.is_content() {
-                    &live.content_pending
-                } else {
-                    &live.pending
-                }
-            }),
+            // Pending content is counted at the end, from what was due.
+            Outcome::Pending(row) => sink
+                .write_failure(row, IdStatus::Pending)
+                .map(|()| (!row.reason.is_content()).then_some(&live.pending)),
         };
         match written {
             Ok(counter) => {
-                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "output failed; stopping the run");
