@@ -16,14 +16,17 @@
 //! `staged` files whose final file is whole are committed, everything else is
 //! removed and its IDs return to pending.
 
+mod content;
 mod lock;
 mod reconcile;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use content::{CONTENT_KIND, content_due};
 pub use lock::StateLock;
 pub use reconcile::Reconciled;
 
@@ -86,75 +89,6 @@ pub enum Admission {
     /// Offered earlier in this same run.
     Duplicate,
 }
-
-/// Kept lean on purpose: every ID costs two random B-tree writes (admitted,
-/// exported), and file membership is appended to `file_rows` in write order.
-/// Leftover pending IDs are found by one scan per run, not an index that
-/// every write would have to maintain.
-///
-/// `ids.content_status` is the content's own state: NULL never fetched, else
-/// an [`IdStatus`]. `ids.created_at` is copied from `file_rows` when the
-/// metadata commits, so content fetched by a later run is filed under the
-/// generation's day. Columns added after the first release are also in
-/// [`ADDED_COLUMNS`], which brings older ledgers up to date.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ids (
-    id TEXT PRIMARY KEY,
-    status INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    http_status INTEGER,
-    last_error TEXT,
-    first_seen INTEGER NOT NULL,
-    last_run INTEGER NOT NULL,
-    content_status INTEGER,
-    content_reason TEXT,
-    created_at INTEGER
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS file_rows (
-    file_id INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    created_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS file_rows_file ON file_rows(file_id);
-CREATE TABLE IF NOT EXISTS files (
-    file_id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    temp_path TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    rows INTEGER,
-    bytes INTEGER,
-    sha256 TEXT,
-    min_created_at INTEGER,
-    max_created_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_no INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE,
-    shard TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    exit_code INTEGER,
-    manifest TEXT
-);
-CREATE TABLE IF NOT EXISTS queue_offsets (
-    path TEXT PRIMARY KEY,
-    inode INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    lines INTEGER NOT NULL
-);
-";
-
-/// Columns later versions added: `(table, column, type)`. A ledger made
-/// before them gets them by `ALTER TABLE` when opened (NULL in old rows).
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("ids", "content_status", "INTEGER"),
-    ("ids", "content_reason", "TEXT"),
-    ("ids", "created_at", "INTEGER"),
-    ("file_rows", "created_at", "INTEGER"),
-];
 
 /// An ID left unfinished by earlier runs: its metadata (or, on the content
 /// path, only its content) still to fetch.
@@ -228,8 +162,8 @@ impl Ledger {
             c.busy_timeout(Duration::from_secs(30))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
-            c.execute_batch(SCHEMA)?;
-            add_missing_columns(c)
+            c.execute_batch(schema::SCHEMA)?;
+            schema::add_missing_columns(c)
         })?;
         Ok(ledger)
     }
@@ -422,25 +356,6 @@ impl Ledger {
         )
     }
 
-    /// Like [`Ledger::take_leftovers`], for the content path: IDs whose
-    /// metadata is exported but whose content is still due (never fetched, or
-    /// left pending), not offered in run `run_no`.
-    pub fn take_content_leftovers(
-        &mut self,
-        run_no: i64,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<Leftover>, LedgerError> {
-        self.take(
-            "SELECT id, first_seen, content_status, created_at FROM ids
-             WHERE id > ?3 AND status = 1 AND (content_status IS NULL OR content_status = 0)
-             AND last_run < ?1 ORDER BY id LIMIT ?2",
-            run_no,
-            after,
-            limit,
-        )
-    }
-
     fn take(
         &mut self,
         query: &str,
@@ -604,50 +519,6 @@ impl Ledger {
         })
     }
 
-    /// Records the end of contents that were not exported: `Failed` (403,
-    /// 404) or `Pending` (a later run with content on fetches them again).
-    /// The IDs' metadata status is untouched.
-    pub fn record_content(
-        &mut self,
-        rows: &[FailureRow],
-        status: IdStatus,
-    ) -> Result<(), LedgerError> {
-        self.sql_mut(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut update = tx.prepare_cached(
-                    "UPDATE ids SET content_status = ?2, content_reason = ?3
-                     WHERE id = ?1 AND content_status IS NOT 1",
-                )?;
-                for row in rows {
-                    update.execute(params![row.id, status as i64, row.reason.as_str()])?;
-                }
-            }
-            tx.commit()
-        })
-    }
-
-    /// Counts of contents by status, among IDs whose metadata is exported:
-    /// (pending or never fetched, exported, failed).
-    pub fn content_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
-        self.sql(|c| {
-            let mut stmt = c.prepare(
-                "SELECT coalesce(content_status, 0), count(*) FROM ids WHERE status = 1 GROUP BY 1",
-            )?;
-            let mut counts = (0, 0, 0);
-            for row in stmt.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-            })? {
-                match row? {
-                    (1, n) => counts.1 = n,
-                    (2, n) => counts.2 = n,
-                    (_, n) => counts.0 += n,
-                }
-            }
-            Ok(counts)
-        })
-    }
-
     /// Counts of IDs by status: (pending, exported, failed).
     pub fn status_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
         self.sql(|c| {
@@ -681,44 +552,6 @@ impl Ledger {
                 })
             })
         })
-    }
-}
-
-/// The `files.kind` of content files (the `content` table's name).
-const CONTENT_KIND: &str = "content";
-
-/// Whether content in this state still needs fetching (never fetched, or pending).
-fn content_due(content_status: Option<i64>) -> bool {
-    matches!(content_status, None | Some(0))
-}
-
-/// Brings a ledger made by an older version up to the current columns, in one
-/// transaction so two openers cannot both add a column.
-fn add_missing_columns(c: &Connection) -> rusqlite::Result<()> {
-    let missing = |table: &str, column: &str| -> rusqlite::Result<bool> {
-        let mut stmt = c.prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?;
-        Ok(!stmt.exists(params![table, column])?)
-    };
-    let mut any = false;
-    for (table, column, _) in ADDED_COLUMNS {
-        any |= missing(table, column)?;
-    }
-    if !any {
-        return Ok(());
-    }
-    c.execute_batch("BEGIN IMMEDIATE")?;
-    let added = ADDED_COLUMNS.iter().try_for_each(|(table, column, ty)| {
-        if missing(table, column)? {
-            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
-        }
-        Ok(())
-    });
-    match added {
-        Ok(()) => c.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
-            Err(e)
-        }
     }
 }
 
