@@ -86,6 +86,9 @@ pub struct RunFlags {
     /// JOB_COMPLETION_INDEX); paces at the rate / COUNT, with its own ledger.
     #[arg(long, value_name = "INDEX/COUNT")]
     pub shard: Option<Shard>,
+    /// Also export stored prompts and completions (sensitive). Overrides `export.content`.
+    #[arg(long)]
+    pub with_content: bool,
 }
 
 impl RunFlags {
@@ -97,6 +100,7 @@ impl RunFlags {
             base_url: self.base_url.clone(),
             rps: self.rps,
             concurrency: self.concurrency,
+            content: self.with_content.then_some(true),
         }
     }
 }

@@ -5,11 +5,16 @@
 //! IdSource ──ids──▶ dispatcher ──spawn──▶ fetch tasks ──outcomes──▶ sink thread ──▶ files, manifest
 //!  (blocking)         (bounded)          (pacer + client)            (owns writers)
 //! ```
+//!
+//! With content export on, a fetch task that got a metadata record hands it to
+//! the sink first and then fetches the content through the same client (one
+//! pacer, one connection limit, one 429 pause); IDs exported by earlier runs
+//! whose content is still due come from the source as content-only items.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc};
@@ -22,7 +27,7 @@ use crate::limiter::Pacer;
 use crate::manifest::{Manifest, RunInfo};
 use crate::progress::{Progress, Snapshot};
 use crate::queue::QueueFiles;
-use crate::record::Generation;
+use crate::record::{Content, Generation};
 use crate::sink::{FailureRow, Sink, SinkError, SinkOutput, format_timestamp};
 use crate::source::{Carried, IdSource, ReadMode, SourceCounts, SourceItem};
 use crate::stop::{Stop, StopReason};
@@ -35,19 +40,25 @@ const SINK_QUEUE: usize = 4096;
 /// How long the sink thread waits for more outcomes before it sleeps on the queue.
 const SINK_NAP: Duration = Duration::from_millis(2);
 
-/// What the sink thread receives.
+/// What the sink thread receives. Failure rows of content carry a content
+/// reason ([`Reason::is_content`]).
 enum Outcome {
     Exported(Box<Generation>),
+    Content(Box<Content>),
     Failed(FailureRow),
     Pending(FailureRow),
 }
 
-/// Live counts shared by the sink thread and the progress ticker.
+/// Live counts shared by the sink thread, the fetch tasks and the progress ticker.
 #[derive(Default)]
 struct LiveCounts {
     exported: AtomicU64,
     failed: AtomicU64,
     pending: AtomicU64,
+    /// Content fetches begun for records fetched in this run.
+    content_wanted: AtomicU64,
+    content_exported: AtomicU64,
+    content_failed: AtomicU64,
 }
 
 /// How this process runs an export, beyond the configuration.
@@ -127,6 +138,7 @@ pub async fn run(
         shard: settings.shard,
         queues: options.queues.clone(),
         carried: options.carried.clone(),
+        content: settings.content,
     };
     let result = pipeline(settings, run, mode, Arc::new(client), &stop, &live).await;
     ticker.abort();
@@ -143,7 +155,10 @@ pub async fn run(
     let stop_reason = stop.reason();
     let stopped = stop_reason.as_ref().map(describe_stop);
     let exit_code = RunReport::exit_code_for(&counts, stop_reason.as_ref());
-    let manifest_path = if output.data_files.is_empty() && output.failures_file.is_none() {
+    let nothing_new = output.data_files.is_empty()
+        && output.content_files.is_empty()
+        && output.failures_file.is_none();
+    let manifest_path = if nothing_new {
         // Nothing new: no empty files, no manifest; the ledger records the run.
         None
     } else {
@@ -172,7 +187,10 @@ pub async fn run(
             manifest_path.as_deref(),
         )
         .context("failed to record the run in the ledger")?;
-    tracing::info!(run_id = %state.run_id, exported = counts.exported, failed = counts.failed, pending = counts.pending, "export finished");
+    let c = &counts;
+    tracing::info!(run_id = %state.run_id, exported = c.exported, failed = c.failed, pending = c.pending,
+        content_exported = c.content_exported, content_failed = c.content_failed, content_pending = c.content_pending,
+        "export finished");
     Ok(report(
         state.run_id,
         exit_code,
@@ -204,8 +222,12 @@ fn open_state(settings: &Settings, options: &RunOptions) -> anyhow::Result<RunSt
         tracing::warn!(?reconciled, "settled what an earlier run left unfinished");
     }
     if options.retry_failed {
-        let requeued = ledger.requeue_failed()?;
-        tracing::info!(requeued, "failed IDs re-queued");
+        let (requeued, content) = ledger.requeue_failed()?;
+        tracing::info!(
+            requeued,
+            content,
+            "failed IDs (and failed contents) re-queued"
+        );
     }
     let run_id = new_run_id();
     let started_at = format_timestamp(chrono::Utc::now().timestamp_micros());
@@ -246,7 +268,12 @@ async fn pipeline(
         .spawn(move || drain_into_sink(sink, sink_rx, &sink_live, &sink_stop))
         .context("failed to start the sink thread")?;
 
-    dispatch(source_rx, client, stop, sink_tx, settings.fetch.concurrency).await;
+    let fanout = Fanout {
+        client,
+        sink: sink_tx,
+        live: live.clone(),
+    };
+    dispatch(source_rx, fanout, stop, settings.fetch.concurrency).await;
 
     let source_result = source_task.await;
     let output = match sink_thread.join() {
@@ -288,6 +315,11 @@ fn report(
         },
         totals: output.totals,
         files: output.data_files.into_iter().map(|f| f.file.path).collect(),
+        content_files: output
+            .content_files
+            .into_iter()
+            .map(|f| f.file.path)
+            .collect(),
         failures_file: output.failures_file.map(|f| f.path),
         manifest,
         stopped,
@@ -295,14 +327,20 @@ fn report(
     }
 }
 
+/// What each fetch task gets: the client, the way to the sink, the counts.
+struct Fanout {
+    client: Arc<Client>,
+    sink: mpsc::Sender<Outcome>,
+    live: Arc<LiveCounts>,
+}
+
 /// Fans IDs out to fetch tasks, at most `concurrency × 4` outstanding (fetches
 /// waiting out a backoff hold a slot but no connection). Stops taking IDs when
 /// the run is stopped, then waits for the outstanding ones.
 async fn dispatch(
     mut source: mpsc::Receiver<SourceItem>,
-    client: Arc<Client>,
+    fanout: Fanout,
     stop: &Stop,
-    sink: mpsc::Sender<Outcome>,
     concurrency: usize,
 ) {
     let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
@@ -314,51 +352,104 @@ async fn dispatch(
             item = source.recv() => match item { Some(item) => item, None => break },
         };
         while tasks.try_join_next().is_some() {}
-        match item {
-            SourceItem::Invalid {
-                input,
-                line,
-                reason,
-            } => {
-                let message = format!("{input} line {line}: {reason}");
-                let row = FailureRow {
-                    id: String::new(),
-                    line: Some(line),
-                    reason: Reason::InvalidId,
-                    http_status: None,
-                    attempts: 0,
-                    message,
-                };
-                if sink.send(Outcome::Failed(row)).await.is_err() {
-                    break;
-                }
+        if let SourceItem::Invalid {
+            input,
+            line,
+            reason,
+        } = item
+        {
+            let message = format!("{input} line {line}: {reason}");
+            let row = FailureRow {
+                id: String::new(),
+                line: Some(line),
+                reason: Reason::InvalidId,
+                http_status: None,
+                attempts: 0,
+                message,
+            };
+            if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
+                break;
             }
-            SourceItem::Id {
-                id,
-                line,
-                first_seen_micros,
-            } => {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let (client, sink) = (client.clone(), sink.clone());
-                let first_seen =
-                    UNIX_EPOCH + Duration::from_micros(first_seen_micros.max(0) as u64);
-                tasks.spawn(async move {
-                    let outcome = match client.fetch(&id, first_seen).await {
-                        Fetched::Record(record) => Outcome::Exported(record),
-                        Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
-                        Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
-                    };
-                    let _ = sink.send(outcome).await;
-                    drop(permit);
-                });
-            }
+            continue;
         }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, sink, live) = (
+            fanout.client.clone(),
+            fanout.sink.clone(),
+            fanout.live.clone(),
+        );
+        tasks.spawn(async move {
+            fetch_item(item, &client, &sink, &live).await;
+            drop(permit);
+        });
     }
     // Dropping the receiver ends the source; IDs it had not sent stay untouched.
     drop(source);
     while tasks.join_next().await.is_some() {}
+}
+
+/// One fetch task: the metadata, then (when due) the content.
+async fn fetch_item(
+    item: SourceItem,
+    client: &Client,
+    sink: &mpsc::Sender<Outcome>,
+    live: &LiveCounts,
+) {
+    let instant = |micros: i64| UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64);
+    let (id, line, first_seen, created_at) = match item {
+        SourceItem::Invalid { .. } => return,
+        SourceItem::ContentOnly {
+            id,
+            first_seen_micros,
+            created_at,
+        } => (id, None, instant(first_seen_micros), created_at),
+        SourceItem::Id {
+            id,
+            line,
+            first_seen_micros,
+            content,
+        } => {
+            let first_seen = instant(first_seen_micros);
+            let Some(created_at) = fetch_metadata(&id, line, first_seen, client, sink).await else {
+                return;
+            };
+            if !content {
+                return;
+            }
+            live.content_wanted.fetch_add(1, Ordering::Relaxed);
+            (id, line, first_seen, created_at)
+        }
+    };
+    let outcome = match client.fetch_content(&id, first_seen, created_at).await {
+        Fetched::Record(content) => Outcome::Content(content),
+        Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
+        Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
+    };
+    let _ = sink.send(outcome).await;
+}
+
+/// Fetches one ID's metadata and hands the outcome to the sink, before any
+/// content is asked for, so content never holds a record back. Returns the
+/// record's `created_at` when a record was handed on.
+async fn fetch_metadata(
+    id: &str,
+    line: Option<u64>,
+    first_seen: SystemTime,
+    client: &Client,
+    sink: &mpsc::Sender<Outcome>,
+) -> Option<Option<i64>> {
+    let (outcome, created_at) = match client.fetch(id, first_seen).await {
+        Fetched::Record(record) => {
+            let created_at = record.created_at;
+            (Outcome::Exported(record), Some(created_at))
+        }
+        Fetched::Failed(f) => (Outcome::Failed(failure_row(id.to_owned(), line, f)), None),
+        Fetched::Pending(f) => (Outcome::Pending(failure_row(id.to_owned(), line, f)), None),
+    };
+    sink.send(outcome).await.ok()?;
+    created_at
 }
 
 fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {
@@ -382,17 +473,27 @@ fn drain_into_sink(
 ) -> Result<SinkOutput, SinkError> {
     while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
-            Outcome::Exported(record) => sink.write(record).map(|()| &live.exported),
-            Outcome::Failed(row) => sink
-                .write_failure(row, IdStatus::Failed)
-                .map(|()| &live.failed),
+            Outcome::Exported(record) => sink.write(record).map(|()| Some(&live.exported)),
+            Outcome::Content(content) => sink
+                .write_content(content)
+                .map(|()| Some(&live.content_exported)),
+            Outcome::Failed(row) => sink.write_failure(row, IdStatus::Failed).map(|()| {
+                Some(if row.reason.is_content() {
+                    &live.content_failed
+                } else {
+                    &live.failed
+                })
+            }),
+            // Pending content is counted at the end, from what was due.
             Outcome::Pending(row) => sink
                 .write_failure(row, IdStatus::Pending)
-                .map(|()| &live.pending),
+                .map(|()| (!row.reason.is_content()).then_some(&live.pending)),
         };
         match written {
             Ok(counter) => {
-                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "output failed; stopping the run");
@@ -449,11 +550,16 @@ fn snapshot(live: &LiveCounts, requests: &RequestCounters, pacer: &Pacer) -> Sna
 }
 
 /// `pending` covers every ID read but not finished: those recorded as pending
-/// and those a stopped run never got to.
+/// and those a stopped run never got to; `content_pending` likewise for the
+/// contents this run set out to fetch.
 fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestTotals) -> Counts {
-    let exported = live.exported.load(Ordering::Relaxed);
-    let failed = live.failed.load(Ordering::Relaxed);
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let exported = load(&live.exported);
+    let failed = load(&live.failed);
     let failed_ids = failed.saturating_sub(source.invalid);
+    let content_exported = load(&live.content_exported);
+    let content_failed = load(&live.content_failed);
+    let content_due = load(&live.content_wanted) + source.content_only;
     Counts {
         input_lines: source.lines,
         ids: source.ids,
@@ -465,6 +571,9 @@ fn counts(source: SourceCounts, live: &LiveCounts, requests: &RequestTotals) -> 
         exported,
         failed,
         pending: source.to_fetch.saturating_sub(exported + failed_ids),
+        content_exported,
+        content_failed,
+        content_pending: content_due.saturating_sub(content_exported + content_failed),
         requests: requests.requests,
         rate_limited: requests.rate_limited,
         retries: requests.retries,

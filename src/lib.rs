@@ -7,7 +7,7 @@
 //! source ──▶ dispatcher ──▶ fetch tasks ──▶ sink thread ──▶ ledger commit ──▶ files + manifest
 //!   │            │              │               │
 //!   │            │              │               └─ sink/: partitioned Parquet/CSV, temp name → staged → renamed → committed
-//!   │            │              └─ client/: one GET per ID, retry rules; limiter: pacing, 429 pause, AIMD rate
+//!   │            │              └─ client/: one GET per ID (and its content, if on), retry rules; limiter: pacing, 429 pause, AIMD rate
 //!   │            └─ export: bounded fan-out, stop on 401/402 or a signal
 //!   └─ source: lines → IDs (plain or JSONL), invalid lines recorded; the ledger says which are new
 //! ```

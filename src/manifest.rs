@@ -12,6 +12,7 @@ use crate::summary::Counts;
 pub struct ManifestFile {
     /// Relative to the output directory, `/`-separated.
     pub path: String,
+    /// The table the file belongs to (`generations`, `content`), or `failures`.
     pub kind: &'static str,
     pub rows: u64,
     pub bytes: u64,
@@ -47,12 +48,16 @@ impl Manifest {
                 .collect::<Vec<_>>()
                 .join("/")
         };
-        let mut files: Vec<ManifestFile> = output
-            .data_files
-            .iter()
-            .map(|f| ManifestFile {
+        let tables = [
+            ("generations", &output.data_files),
+            ("content", &output.content_files),
+        ];
+        let mut files: Vec<ManifestFile> = tables
+            .into_iter()
+            .flat_map(|(kind, files)| files.iter().map(move |f| (kind, f)))
+            .map(|(kind, f)| ManifestFile {
                 path: relative(&f.file.path),
-                kind: "generations",
+                kind,
                 rows: f.rows,
                 bytes: f.file.bytes,
                 sha256: f.file.sha256.clone(),

@@ -107,8 +107,16 @@ pub trait Row: Send + 'static {
     /// group for these only (statistics on every column cost memory per row
     /// group while a file is open).
     const PRUNING_COLUMNS: &'static [&'static str] = &[];
+    /// The rows hold sensitive text (prompts, completions): their files are
+    /// created readable by the owner only (0600, directories 0700, on unix).
+    const SENSITIVE: bool = false;
     /// Microseconds since the epoch that decide the `date=` partition.
     fn partition_micros(&self) -> i64;
+    /// The generation's `created_at`, when the row carries it. The ledger keeps
+    /// it, so content fetched by a later run is filed under the same day.
+    fn created_micros(&self) -> Option<i64> {
+        None
+    }
     /// The generation ID the row belongs to (the ledger tracks rows by it).
     fn id(&self) -> &str;
 }

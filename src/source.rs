@@ -112,10 +112,19 @@ impl Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceItem {
     /// An ID to fetch. `line` is `None` for IDs left pending by earlier runs.
+    /// `content`: fetch its stored content too, once the metadata is in.
     Id {
         id: String,
         line: Option<u64>,
         first_seen_micros: i64,
+        content: bool,
+    },
+    /// An ID whose metadata an earlier run exported but whose content is
+    /// still due: fetch only the content.
+    ContentOnly {
+        id: String,
+        first_seen_micros: i64,
+        created_at: Option<i64>,
     },
     Invalid {
         /// The input's name (`stdin` or the path).
@@ -142,6 +151,8 @@ pub struct SourceCounts {
     pub other_shards: u64,
     /// IDs handed on to be fetched (new, pending from before, or resumed).
     pub to_fetch: u64,
+    /// IDs handed on for their content only (metadata exported earlier).
+    pub content_only: u64,
 }
 
 /// Errors that stop reading.
@@ -181,6 +192,9 @@ pub struct ReadMode {
     pub queues: Option<Arc<Mutex<QueueFiles>>>,
     /// Invalid lines seen before this run, to record first.
     pub carried: Option<Carried>,
+    /// Content export is on: IDs carry whether their content is due, and
+    /// exported IDs with content due are sent after the leftovers.
+    pub content: bool,
 }
 
 /// Streams the IDs of every input, in order, asking the ledger which are new,
@@ -374,7 +388,7 @@ impl IdSource {
         let now = chrono::Utc::now().timestamp_micros();
         let admissions = self.ledger.admit(&ids, self.run_no, now, offset)?;
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let first_seen_micros = match admission {
+            let (first_seen_micros, content_due) = match admission {
                 Admission::Duplicate => {
                     self.counts.duplicates += 1;
                     continue;
@@ -389,7 +403,10 @@ impl IdSource {
                     self.counts.previously_failed += 1;
                     continue;
                 }
-                Admission::Fetch { first_seen_micros } => first_seen_micros,
+                Admission::Fetch {
+                    first_seen_micros,
+                    content_due,
+                } => (first_seen_micros, content_due),
             };
             self.counts.ids += 1;
             self.counts.to_fetch += 1;
@@ -398,6 +415,7 @@ impl IdSource {
                     id,
                     line: Some(line),
                     first_seen_micros,
+                    content: self.mode.content && content_due,
                 })
                 .is_err()
             {
@@ -407,28 +425,56 @@ impl IdSource {
         Ok(true)
     }
 
-    /// Sends the IDs earlier runs left pending that the input did not list.
+    /// Sends the IDs earlier runs left pending that the input did not list;
+    /// then, with content on, the exported IDs whose content is still due.
     fn send_leftovers(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<(), SourceError> {
         let mut after = String::new();
         loop {
             let leftovers = self
                 .ledger
                 .take_leftovers(self.run_no, &after, ADMIT_BATCH)?;
-            let Some((last, _)) = leftovers.last() else {
-                return Ok(());
-            };
-            after.clone_from(last);
-            for (id, first_seen_micros) in leftovers {
+            let Some(last) = leftovers.last() else { break };
+            after.clone_from(&last.id);
+            for left in leftovers {
                 self.counts.resumed += 1;
                 self.counts.to_fetch += 1;
-                if tx
-                    .blocking_send(SourceItem::Id {
-                        id,
-                        line: None,
-                        first_seen_micros,
-                    })
-                    .is_err()
-                {
+                let item = SourceItem::Id {
+                    id: left.id,
+                    line: None,
+                    first_seen_micros: left.first_seen_micros,
+                    content: self.mode.content && left.content_due,
+                };
+                if tx.blocking_send(item).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if self.mode.content {
+            self.send_content_leftovers(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the IDs whose metadata is exported and whose content is due
+    /// (never fetched, or left pending), except those this run already took.
+    fn send_content_leftovers(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<(), SourceError> {
+        let mut after = String::new();
+        loop {
+            let leftovers = self
+                .ledger
+                .take_content_leftovers(self.run_no, &after, ADMIT_BATCH)?;
+            let Some(last) = leftovers.last() else {
+                return Ok(());
+            };
+            after.clone_from(&last.id);
+            for left in leftovers {
+                self.counts.content_only += 1;
+                let item = SourceItem::ContentOnly {
+                    id: left.id,
+                    first_seen_micros: left.first_seen_micros,
+                    created_at: left.created_at,
+                };
+                if tx.blocking_send(item).is_err() {
                     return Ok(());
                 }
             }
@@ -587,6 +633,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 SourceItem::Id { id, line, .. } => format!("{id}@{}", line.unwrap_or(0)),
+                SourceItem::ContentOnly { id, .. } => format!("{id}@content"),
                 SourceItem::Invalid { line, .. } => format!("invalid@{line}"),
             })
             .collect()

@@ -23,6 +23,13 @@ pub struct Counts {
     pub exported: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Stored contents written (content export on).
+    pub content_exported: u64,
+    /// Contents that will not come (403, 404, another 4xx, an unusable answer).
+    pub content_failed: u64,
+    /// Contents this run set out to fetch but did not finish; the next run
+    /// with content export on fetches them.
+    pub content_pending: u64,
     pub requests: u64,
     pub rate_limited: u64,
     pub retries: u64,
@@ -39,6 +46,8 @@ pub struct RunReport {
     pub records_per_sec: f64,
     pub totals: Totals,
     pub files: Vec<PathBuf>,
+    /// Files of the `content` table.
+    pub content_files: Vec<PathBuf>,
     pub failures_file: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
     pub stopped: Option<String>,
@@ -52,7 +61,15 @@ impl RunReport {
             Some(StopReason::Refused { .. }) => 3,
             Some(StopReason::Interrupted) => 130,
             Some(StopReason::OutputFailed) => 2,
-            None if counts.failed + counts.pending + counts.previously_failed > 0 => 1,
+            None if counts.failed
+                + counts.pending
+                + counts.previously_failed
+                + counts.content_failed
+                + counts.content_pending
+                > 0 =>
+            {
+                1
+            }
             None => 0,
         }
     }
@@ -89,6 +106,13 @@ impl fmt::Display for RunReport {
             "  pending            {:>10}  (retried by the next run)",
             c.pending
         )?;
+        if c.content_exported + c.content_failed + c.content_pending > 0 {
+            writeln!(
+                f,
+                "  content exported   {:>10}  (failed {}, pending {})",
+                c.content_exported, c.content_failed, c.content_pending
+            )?;
+        }
         writeln!(
             f,
             "  already exported   {:>10}  (by earlier runs)",
@@ -151,6 +175,15 @@ impl fmt::Display for RunReport {
                 let dir = first.parent().and_then(|p| p.parent()).unwrap_or(first);
                 writeln!(f, "    under {}", dir.display())?;
             }
+        }
+        if let Some(first) = self.content_files.first() {
+            let dir = first.parent().and_then(|p| p.parent()).unwrap_or(first);
+            writeln!(
+                f,
+                "  content files      {:>10}  (prompts and completions, owner-only)",
+                self.content_files.len()
+            )?;
+            writeln!(f, "    under {}", dir.display())?;
         }
         if let Some(path) = &self.failures_file {
             writeln!(f, "  failures           {}", path.display())?;

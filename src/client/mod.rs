@@ -1,144 +1,34 @@
-//! The OpenRouter client: one `GET /generation` per ID, with every retry rule
-//! (429 pause, transient backoff, the 404 window, fatal 401/402) in one loop.
+//! The OpenRouter client: one `GET /generation` per ID (and, with content
+//! export on, one `GET /generation/content`), with every retry rule (429 pause,
+//! transient backoff, the 404 window, fatal 401/402) in one loop that both
+//! endpoints share, so they spend one request budget.
 
+mod counters;
+mod outcome;
 mod retry;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 
+pub use counters::{RequestCounters, RequestTotals};
+pub use outcome::{Failure, Fetched, Reason};
 pub use retry::{announced_wait, created_from_id, is_transient_status};
 
 use crate::config::{ApiSettings, FetchSettings};
 use crate::limiter::{Pacer, Ticket};
-use crate::record::{Generation, ParseError, parse_generation};
+use crate::record::{Content, ParseError, parse_content, parse_generation};
 use crate::stop::{Stop, StopReason};
 
 /// Longest body excerpt kept in a failure message.
 pub const EXCERPT_CHARS: usize = 512;
 
-/// Why an ID was not exported, as written in the failures file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    InvalidId,
-    NotFound,
-    HttpError,
-    InvalidMoney,
-    InvalidResponse,
-    /// Pending: transient failures used up `fetch.max_attempts`.
-    RetriesExhausted,
-    /// Pending: the run stopped (401/402 or a signal) before the ID was done.
-    Stopped,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InvalidId => "invalid_id",
-            Reason::NotFound => "not_found",
-            Reason::HttpError => "http_error",
-            Reason::InvalidMoney => "invalid_money",
-            Reason::InvalidResponse => "invalid_response",
-            Reason::RetriesExhausted => "retries_exhausted",
-            Reason::Stopped => "stopped",
-        }
-    }
-}
-
-/// Why one ID ended unexported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub reason: Reason,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub message: String,
-}
-
-/// The end of one ID's fetch.
-#[derive(Debug)]
-pub enum Fetched {
-    Record(Box<Generation>),
-    /// Will not succeed by retrying.
-    Failed(Failure),
-    /// Not done; a later run tries again.
-    Pending(Failure),
-}
-
-/// Request counters, shared with progress, the summary and `/metrics`.
-#[derive(Debug)]
-pub struct RequestCounters {
-    pub requests: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub retries: AtomicU64,
-    /// Answers by HTTP status (100 to 599); index 0 counts requests that got
-    /// no answer (connect errors, resets, timeouts).
-    by_status: Box<[AtomicU64]>,
-}
-
-impl Default for RequestCounters {
-    fn default() -> RequestCounters {
-        RequestCounters {
-            requests: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-/// The counters at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestTotals {
-    pub requests: u64,
-    pub rate_limited: u64,
-    pub retries: u64,
-}
-
-impl RequestTotals {
-    /// What was counted between `before` and `self`.
-    pub fn since(&self, before: &RequestTotals) -> RequestTotals {
-        RequestTotals {
-            requests: self.requests - before.requests,
-            rate_limited: self.rate_limited - before.rate_limited,
-            retries: self.retries - before.retries,
-        }
-    }
-}
-
-impl RequestCounters {
-    pub fn snapshot(&self) -> RequestTotals {
-        RequestTotals {
-            requests: self.requests.load(Ordering::Relaxed),
-            rate_limited: self.rate_limited.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-        }
-    }
-
-    fn answered(&self, status: Option<u16>) {
-        let slot = status.map_or(0, usize::from).min(self.by_status.len() - 1);
-        self.by_status[slot].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `(status, count)` for every status seen; status `None` is no answer.
-    pub fn by_status(&self) -> Vec<(Option<u16>, u64)> {
-        self.by_status
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, n)| {
-                let n = n.load(Ordering::Relaxed);
-                (n > 0).then_some(((slot > 0).then_some(slot as u16), n))
-            })
-            .collect()
-    }
-}
-
 /// What one HTTP exchange came to.
-enum Answer {
-    Record(Box<Generation>),
+enum Answer<T> {
+    Record(T),
     RateLimited,
     NotFound,
     Refused(u16, String),
@@ -148,12 +38,52 @@ enum Answer {
         wait: Option<Duration>,
     },
     Rejected(u16, String),
-    Unusable(ParseError),
+    Unusable(Reason, String),
+}
+
+/// Why a complete 200 body could not be used.
+struct Unparsed {
+    /// A cut or garbled body: worth another try.
+    transient: bool,
+    reason: Reason,
+    message: String,
+}
+
+/// The endpoint a fetch asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Metadata,
+    Content,
+}
+
+impl Endpoint {
+    /// The failures-file reason for this endpoint: content has its own
+    /// reasons, so its failures never read as the metadata's.
+    fn reason(self, metadata: Reason) -> Reason {
+        match (self, metadata) {
+            (Endpoint::Metadata, reason) => reason,
+            (Endpoint::Content, Reason::NotFound) => Reason::ContentNotFound,
+            (Endpoint::Content, Reason::RetriesExhausted) => Reason::ContentRetriesExhausted,
+            (Endpoint::Content, Reason::Stopped) => Reason::ContentStopped,
+            (Endpoint::Content, Reason::InvalidMoney | Reason::InvalidResponse) => {
+                Reason::ContentInvalidResponse
+            }
+            (Endpoint::Content, _) => Reason::ContentHttpError,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Metadata => "metadata",
+            Endpoint::Content => "content",
+        }
+    }
 }
 
 pub struct Client {
     http: reqwest::Client,
     generation_url: Url,
+    content_url: Url,
     fetch: FetchSettings,
     pacer: Arc<Pacer>,
     stop: Arc<Stop>,
@@ -217,10 +147,16 @@ impl Client {
             .path_segments_mut()
             .map_err(|_| ClientError::BadHeader("base_url"))?
             .push("generation");
+        let mut content_url = generation_url.clone();
+        content_url
+            .path_segments_mut()
+            .map_err(|_| ClientError::BadHeader("base_url"))?
+            .push("content");
         let inflight = tokio::sync::Semaphore::new(fetch.concurrency);
         Ok(Client {
             http,
             generation_url,
+            content_url,
             fetch: fetch.clone(),
             pacer,
             stop,
@@ -230,20 +166,66 @@ impl Client {
         })
     }
 
-    /// Fetches one ID to its end: a record, a failure, or pending.
+    /// Fetches one ID's metadata to its end: a record, a failure, or pending.
     pub async fn fetch(&self, id: &str, first_seen: SystemTime) -> Fetched {
+        let run_id = self.run_id.as_str();
+        self.fetch_from(Endpoint::Metadata, id, first_seen, |body| {
+            let now = chrono::Utc::now().timestamp_micros();
+            parse_generation(body, id, run_id, now)
+                .map(Box::new)
+                .map_err(|e| Unparsed {
+                    transient: e.is_transient(),
+                    reason: match e {
+                        ParseError::Money { .. } => Reason::InvalidMoney,
+                        _ => Reason::InvalidResponse,
+                    },
+                    message: e.to_string(),
+                })
+        })
+        .await
+    }
+
+    /// Fetches one ID's stored content to its end, under the same pacing,
+    /// connection limit and retry rules as the metadata. `created_at` comes
+    /// from the generation's metadata record (the content answer has none).
+    pub async fn fetch_content(
+        &self,
+        id: &str,
+        first_seen: SystemTime,
+        created_at: Option<i64>,
+    ) -> Fetched<Box<Content>> {
+        self.fetch_from(Endpoint::Content, id, first_seen, |body| {
+            let now = chrono::Utc::now().timestamp_micros();
+            parse_content(body, id, created_at, now)
+                .map(Box::new)
+                .map_err(|e| Unparsed {
+                    transient: e.is_transient(),
+                    reason: Reason::ContentInvalidResponse,
+                    message: e.to_string(),
+                })
+        })
+        .await
+    }
+
+    /// The retry loop both endpoints share.
+    async fn fetch_from<T>(
+        &self,
+        endpoint: Endpoint,
+        id: &str,
+        first_seen: SystemTime,
+        parse: impl Fn(&str) -> Result<T, Unparsed>,
+    ) -> Fetched<T> {
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut not_found = 0u32;
+        let end = |reason: Reason, status: Option<u16>, attempts: u32, message: &str| {
+            failure(endpoint.reason(reason), status, attempts, message)
+        };
+        let stopped = |attempts| {
+            let message = "run stopped before this ID was done";
+            Fetched::Pending(end(Reason::Stopped, None, attempts, message))
+        };
         loop {
-            let stopped = |attempts| {
-                Fetched::Pending(failure(
-                    Reason::Stopped,
-                    None,
-                    attempts,
-                    "run stopped before this ID was done",
-                ))
-            };
             // The connection slot first, then the rate token, so a token is
             // never spent waiting for a slot.
             let permit = tokio::select! {
@@ -261,69 +243,39 @@ impl Client {
             }
             attempts += 1;
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let answer = self.exchange(id, ticket).await;
+            let answer = self.exchange(endpoint, id, ticket, &parse).await;
             drop(permit);
             let delay = match answer {
                 Answer::Record(record) => return Fetched::Record(record),
                 Answer::RateLimited => continue,
                 Answer::NotFound => {
-                    let created = created_from_id(id).unwrap_or(first_seen);
-                    let age = SystemTime::now()
-                        .duration_since(created)
-                        .unwrap_or_default();
-                    let Some(left) = self
-                        .fetch
-                        .not_found_grace
-                        .checked_sub(age)
-                        .filter(|d| !d.is_zero())
-                    else {
-                        let message = format!(
-                            "still 404 after {attempts} tries; generation is older than the grace period"
-                        );
-                        return Fetched::Failed(failure(
-                            Reason::NotFound,
-                            Some(404),
-                            attempts,
-                            &message,
-                        ));
-                    };
                     not_found += 1;
-                    let ceiling = retry::backoff_ceiling(
-                        self.fetch.backoff_initial,
-                        self.fetch.backoff_max,
-                        not_found - 1,
-                    );
-                    // The last try lands just after the grace period ends.
-                    retry::equal_jitter(ceiling).min(left + Duration::from_millis(1))
+                    match self.not_found_delay(id, first_seen, not_found) {
+                        Some(delay) => delay,
+                        None => {
+                            let message = format!(
+                                "still 404 after {attempts} tries; generation is older than the grace period"
+                            );
+                            let f = end(Reason::NotFound, Some(404), attempts, &message);
+                            return Fetched::Failed(f);
+                        }
+                    }
                 }
                 Answer::Refused(status, message) => {
                     self.stop.trigger(StopReason::Refused { status, message });
-                    return Fetched::Pending(failure(
-                        Reason::Stopped,
-                        Some(status),
-                        attempts,
-                        "the API refused the key or credits",
-                    ));
+                    let message = "the API refused the key or credits";
+                    return Fetched::Pending(end(Reason::Stopped, Some(status), attempts, message));
+                }
+                Answer::Rejected(403, excerpt) if endpoint == Endpoint::Content => {
+                    let f = failure(Reason::ContentForbidden, Some(403), attempts, &excerpt);
+                    return Fetched::Failed(f);
                 }
                 Answer::Rejected(status, excerpt) => {
-                    return Fetched::Failed(failure(
-                        Reason::HttpError,
-                        Some(status),
-                        attempts,
-                        &excerpt,
-                    ));
+                    let f = end(Reason::HttpError, Some(status), attempts, &excerpt);
+                    return Fetched::Failed(f);
                 }
-                Answer::Unusable(error) => {
-                    let reason = match error {
-                        ParseError::Money { .. } => Reason::InvalidMoney,
-                        _ => Reason::InvalidResponse,
-                    };
-                    return Fetched::Failed(failure(
-                        reason,
-                        Some(200),
-                        attempts,
-                        &error.to_string(),
-                    ));
+                Answer::Unusable(reason, message) => {
+                    return Fetched::Failed(end(reason, Some(200), attempts, &message));
                 }
                 Answer::Transient {
                     status,
@@ -331,17 +283,13 @@ impl Client {
                     wait,
                 } => {
                     transient += 1;
-                    tracing::debug!(%id, attempt = attempts, ?status, %message, "transient failure");
+                    tracing::debug!(%id, endpoint = endpoint.name(), attempt = attempts, ?status, %message, "transient failure");
                     if transient >= self.fetch.max_attempts {
                         let message = format!(
                             "gave up after {transient} transient failures; last: {message}"
                         );
-                        return Fetched::Pending(failure(
-                            Reason::RetriesExhausted,
-                            status,
-                            attempts,
-                            &message,
-                        ));
+                        let f = end(Reason::RetriesExhausted, status, attempts, &message);
+                        return Fetched::Pending(f);
                     }
                     let ceiling = retry::backoff_ceiling(
                         self.fetch.backoff_initial,
@@ -362,9 +310,45 @@ impl Client {
         }
     }
 
+    /// The wait before asking again after the `not_found`th 404, or `None`
+    /// when the generation is older than `fetch.not_found_grace` (then the 404
+    /// is final).
+    fn not_found_delay(
+        &self,
+        id: &str,
+        first_seen: SystemTime,
+        not_found: u32,
+    ) -> Option<Duration> {
+        let created = created_from_id(id).unwrap_or(first_seen);
+        let age = SystemTime::now()
+            .duration_since(created)
+            .unwrap_or_default();
+        let left = self
+            .fetch
+            .not_found_grace
+            .checked_sub(age)
+            .filter(|d| !d.is_zero())?;
+        let ceiling = retry::backoff_ceiling(
+            self.fetch.backoff_initial,
+            self.fetch.backoff_max,
+            not_found - 1,
+        );
+        // The last try lands just after the grace period ends.
+        Some(retry::equal_jitter(ceiling).min(left + Duration::from_millis(1)))
+    }
+
     /// Sends one request and classifies the answer, telling the pacer.
-    async fn exchange(&self, id: &str, ticket: Ticket) -> Answer {
-        let mut url = self.generation_url.clone();
+    async fn exchange<T>(
+        &self,
+        endpoint: Endpoint,
+        id: &str,
+        ticket: Ticket,
+        parse: &impl Fn(&str) -> Result<T, Unparsed>,
+    ) -> Answer<T> {
+        let mut url = match endpoint {
+            Endpoint::Metadata => self.generation_url.clone(),
+            Endpoint::Content => self.content_url.clone(),
+        };
         url.query_pairs_mut().append_pair("id", id);
         let response = match self.http.get(url).send().await {
             Ok(response) => response,
@@ -381,21 +365,7 @@ impl Client {
         let code = status.as_u16();
         self.counters.answered(Some(code));
         if status == StatusCode::TOO_MANY_REQUESTS {
-            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let announced = announced_wait(response.headers(), SystemTime::now());
-            let wait = announced
-                .unwrap_or_else(|| {
-                    let episodes =
-                        self.counters.rate_limited.load(Ordering::Relaxed).min(16) as u32;
-                    retry::full_jitter(retry::backoff_ceiling(
-                        self.fetch.backoff_initial,
-                        self.fetch.backoff_max,
-                        episodes,
-                    ))
-                })
-                .min(self.fetch.max_retry_after);
-            tracing::debug!(%id, wait_ms = wait.as_millis() as u64, "429: pausing all requests");
-            self.pacer.on_rate_limited(ticket, wait);
+            self.rate_limited(id, ticket, response.headers());
             return Answer::RateLimited;
         }
         let wait = (code == 503)
@@ -421,22 +391,38 @@ impl Client {
         }
         self.pacer.on_success();
         match code {
-            200 => {
-                let now = chrono::Utc::now().timestamp_micros();
-                match parse_generation(&body, id, &self.run_id, now) {
-                    Ok(record) => Answer::Record(Box::new(record)),
-                    Err(e) if e.is_transient() => Answer::Transient {
-                        status: Some(200),
-                        message: e.to_string(),
-                        wait: None,
-                    },
-                    Err(e) => Answer::Unusable(e),
-                }
-            }
+            200 => match parse(&body) {
+                Ok(record) => Answer::Record(record),
+                Err(e) if e.transient => Answer::Transient {
+                    status: Some(200),
+                    message: e.message,
+                    wait: None,
+                },
+                Err(e) => Answer::Unusable(e.reason, e.message),
+            },
             404 => Answer::NotFound,
             401 | 402 => Answer::Refused(code, excerpt(&body)),
             _ => Answer::Rejected(code, excerpt(&body)),
         }
+    }
+
+    /// A 429: counts it and pauses every request (both endpoints) for the
+    /// announced wait, or a backoff when none is announced.
+    fn rate_limited(&self, id: &str, ticket: Ticket, headers: &HeaderMap) {
+        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let announced = announced_wait(headers, SystemTime::now());
+        let wait = announced
+            .unwrap_or_else(|| {
+                let episodes = self.counters.rate_limited.load(Ordering::Relaxed).min(16) as u32;
+                retry::full_jitter(retry::backoff_ceiling(
+                    self.fetch.backoff_initial,
+                    self.fetch.backoff_max,
+                    episodes,
+                ))
+            })
+            .min(self.fetch.max_retry_after);
+        tracing::debug!(%id, wait_ms = wait.as_millis() as u64, "429: pausing all requests");
+        self.pacer.on_rate_limited(ticket, wait);
     }
 }
 
@@ -514,5 +500,25 @@ mod tests {
         );
         let long = "é".repeat(2000);
         assert_eq!(excerpt(&long).chars().count(), EXCERPT_CHARS);
+    }
+
+    #[test]
+    fn content_failures_have_reasons_of_their_own() {
+        let pairs = [
+            (Reason::NotFound, "content_not_found"),
+            (Reason::HttpError, "content_http_error"),
+            (Reason::InvalidResponse, "content_invalid_response"),
+            (Reason::RetriesExhausted, "content_retries_exhausted"),
+            (Reason::Stopped, "content_stopped"),
+        ];
+        for (metadata, content) in pairs {
+            assert_eq!(Endpoint::Metadata.reason(metadata), metadata);
+            assert!(!metadata.is_content());
+            let mapped = Endpoint::Content.reason(metadata);
+            assert_eq!(mapped.as_str(), content);
+            assert!(mapped.is_content());
+        }
+        assert!(Reason::ContentForbidden.is_content());
+        assert_eq!(Reason::ContentForbidden.as_str(), "content_forbidden");
     }
 }

@@ -49,6 +49,7 @@ pub struct Overrides {
     pub base_url: Option<String>,
     pub rps: Option<f64>,
     pub concurrency: Option<usize>,
+    pub content: Option<bool>,
 }
 
 impl Provider for Overrides {
@@ -83,6 +84,9 @@ impl Provider for Overrides {
         }
         if let Some(concurrency) = self.concurrency {
             set("fetch", "concurrency", Value::serialize(concurrency)?);
+        }
+        if let Some(content) = self.content {
+            set("export", "content", Value::serialize(content)?);
         }
         Ok(Profile::Default.collect(root))
     }

@@ -80,6 +80,7 @@ pub struct Settings {
     pub fetch: FetchSettings,
     pub output: OutputSettings,
     pub state_path: PathBuf,
+    /// Also export each generation's stored prompt and completion.
     pub content: bool,
     pub cron: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
@@ -137,12 +138,6 @@ impl Settings {
             .map_err(|message| invalid("api.base_url", message))?;
         if let Some(cron) = &raw.schedule.cron {
             parse_cron(cron).map_err(|message| invalid("schedule.cron", message))?;
-        }
-        if raw.export.content {
-            return Err(invalid(
-                "export.content",
-                "content export is not available in this version of genledger".into(),
-            ));
         }
         let metrics_listen = match &raw.metrics.listen {
             Some(addr) => Some(

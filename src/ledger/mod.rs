@@ -8,18 +8,25 @@
 //! 3. it is renamed into place and the directory synced;
 //! 4. it is marked `committed` and its IDs `exported`, in one transaction.
 //!
+//! Content files (`files.kind = 'content'`) follow the same protocol; their
+//! commit marks the IDs' *content* exported (`ids.content_status`), never the
+//! metadata, so each table is exactly-once on its own.
+//!
 //! At start-up [`Ledger::reconcile`] settles whatever a dead process left:
 //! `staged` files whose final file is whole are committed, everything else is
 //! removed and its IDs return to pending.
 
+mod content;
 mod lock;
 mod reconcile;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use content::{CONTENT_KIND, content_due};
 pub use lock::StateLock;
 pub use reconcile::Reconciled;
 
@@ -72,8 +79,10 @@ const FILE_COMMITTED: i64 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Fetch it; first seen at this instant (microseconds), for the 404 window.
+    /// `content_due`: its content is neither exported nor failed yet.
     Fetch {
         first_seen_micros: i64,
+        content_due: bool,
     },
     AlreadyExported,
     AlreadyFailed,
@@ -81,55 +90,17 @@ pub enum Admission {
     Duplicate,
 }
 
-/// Kept lean on purpose: every ID costs two random B-tree writes (admitted,
-/// exported), and file membership is appended to `file_rows` in write order.
-/// Leftover pending IDs are found by one scan per run, not an index that
-/// every write would have to maintain.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ids (
-    id TEXT PRIMARY KEY,
-    status INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    http_status INTEGER,
-    last_error TEXT,
-    first_seen INTEGER NOT NULL,
-    last_run INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS file_rows (
-    file_id INTEGER NOT NULL,
-    id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS file_rows_file ON file_rows(file_id);
-CREATE TABLE IF NOT EXISTS files (
-    file_id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    temp_path TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    rows INTEGER,
-    bytes INTEGER,
-    sha256 TEXT,
-    min_created_at INTEGER,
-    max_created_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_no INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE,
-    shard TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    exit_code INTEGER,
-    manifest TEXT
-);
-CREATE TABLE IF NOT EXISTS queue_offsets (
-    path TEXT PRIMARY KEY,
-    inode INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    lines INTEGER NOT NULL
-);
-";
+/// An ID left unfinished by earlier runs: its metadata (or, on the content
+/// path, only its content) still to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub id: String,
+    pub first_seen_micros: i64,
+    /// The content is neither exported nor failed yet.
+    pub content_due: bool,
+    /// The generation's `created_at`, known once its metadata is exported.
+    pub created_at: Option<i64>,
+}
 
 /// A connection to the ledger. Each thread that needs the ledger opens its own.
 pub struct Ledger {
@@ -191,7 +162,8 @@ impl Ledger {
             c.busy_timeout(Duration::from_secs(30))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
-            c.execute_batch(SCHEMA)
+            c.execute_batch(schema::SCHEMA)?;
+            schema::add_missing_columns(c)
         })?;
         Ok(ledger)
     }
@@ -251,14 +223,19 @@ impl Ledger {
         })
     }
 
-    /// Re-queues every failed ID (`--retry-failed`); returns how many.
-    pub fn requeue_failed(&mut self) -> Result<u64, LedgerError> {
+    /// Re-queues every failed ID, and every failed content (`--retry-failed`);
+    /// returns how many of each.
+    pub fn requeue_failed(&mut self) -> Result<(u64, u64), LedgerError> {
         self.sql(|c| {
-            c.execute(
+            let ids = c.execute(
                 "UPDATE ids SET status = 0, reason = NULL WHERE status = 2",
                 [],
-            )
-            .map(|n| n as u64)
+            )?;
+            let content = c.execute(
+                "UPDATE ids SET content_status = 0, content_reason = NULL WHERE content_status = 2",
+                [],
+            )?;
+            Ok((ids as u64, content as u64))
         })
     }
 
@@ -285,18 +262,20 @@ impl Ledger {
                     "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, ?3)
                      ON CONFLICT (id) DO NOTHING",
                 )?;
-                let mut get = tx
-                    .prepare_cached("SELECT status, last_run, first_seen FROM ids WHERE id = ?1")?;
+                let mut get = tx.prepare_cached(
+                    "SELECT status, last_run, first_seen, content_status FROM ids WHERE id = ?1",
+                )?;
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
                 for id in ids {
                     if insert.execute(params![id, now_micros, run_no])? == 1 {
                         out.push(Admission::Fetch {
                             first_seen_micros: now_micros,
+                            content_due: true,
                         });
                         continue;
                     }
-                    let (status, last_run, first_seen): (i64, i64, i64) =
-                        get.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    let (status, last_run, first_seen, content): (i64, i64, i64, Option<i64>) =
+                        get.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                     out.push(match (status, last_run) {
                         (_, last) if last == run_no => Admission::Duplicate,
                         (1, _) => Admission::AlreadyExported,
@@ -305,6 +284,7 @@ impl Ledger {
                             touch.execute(params![id, run_no])?;
                             Admission::Fetch {
                                 first_seen_micros: first_seen,
+                                content_due: content_due(content),
                             }
                         }
                     });
@@ -361,29 +341,46 @@ impl Ledger {
 
     /// Up to `limit` pending IDs not yet offered in run `run_no` (left over by
     /// earlier runs) with IDs after `after`, in ID order, marked as offered now.
-    /// Returns (id, first seen).
     pub fn take_leftovers(
         &mut self,
         run_no: i64,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<(String, i64)>, LedgerError> {
+    ) -> Result<Vec<Leftover>, LedgerError> {
+        self.take(
+            "SELECT id, first_seen, content_status, created_at FROM ids
+             WHERE id > ?3 AND status = 0 AND last_run < ?1 ORDER BY id LIMIT ?2",
+            run_no,
+            after,
+            limit,
+        )
+    }
+
+    fn take(
+        &mut self,
+        query: &str,
+        run_no: i64,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Leftover>, LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let rows: Vec<(String, i64)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, first_seen FROM ids WHERE id > ?3 AND status = 0 AND last_run < ?1
-                     ORDER BY id LIMIT ?2",
-                )?;
+            let rows: Vec<Leftover> = {
+                let mut stmt = tx.prepare_cached(query)?;
                 let rows = stmt.query_map(params![run_no, limit as i64, after], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    Ok(Leftover {
+                        id: r.get(0)?,
+                        first_seen_micros: r.get(1)?,
+                        content_due: content_due(r.get(2)?),
+                        created_at: r.get(3)?,
+                    })
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             {
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
-                for (id, _) in &rows {
-                    touch.execute(params![id, run_no])?;
+                for row in &rows {
+                    touch.execute(params![row.id, run_no])?;
                 }
             }
             tx.commit()?;
@@ -411,15 +408,21 @@ impl Ledger {
         })
     }
 
-    /// Links written rows' IDs to their (still open) file.
-    pub fn link(&mut self, file_id: i64, ids: &[String]) -> Result<(), LedgerError> {
+    /// Links written rows' IDs (with their generation's `created_at`) to
+    /// their (still open) file.
+    pub fn link(
+        &mut self,
+        file_id: i64,
+        rows: &[(String, Option<i64>)],
+    ) -> Result<(), LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut link =
-                    tx.prepare_cached("INSERT INTO file_rows (file_id, id) VALUES (?1, ?2)")?;
-                for id in ids {
-                    link.execute(params![file_id, id])?;
+                let mut link = tx.prepare_cached(
+                    "INSERT INTO file_rows (file_id, id, created_at) VALUES (?1, ?2, ?3)",
+                )?;
+                for (id, created_at) in rows {
+                    link.execute(params![file_id, id, created_at])?;
                 }
             }
             tx.commit()
@@ -459,18 +462,35 @@ impl Ledger {
         Ok(finished)
     }
 
+    /// Protocol step 4: the file is committed and its IDs exported, in one
+    /// transaction. A content file marks its IDs' content exported and leaves
+    /// their metadata status alone.
     fn mark_committed(&mut self, file_id: i64) -> Result<(), LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let kind: String = tx.query_row(
+                "SELECT kind FROM files WHERE file_id = ?1",
+                [file_id],
+                |r| r.get(0),
+            )?;
             tx.execute(
                 "UPDATE files SET status = ?2 WHERE file_id = ?1",
                 params![file_id, FILE_COMMITTED],
             )?;
-            tx.execute(
-                "UPDATE ids SET status = 1, reason = NULL, last_error = NULL
-                 WHERE id IN (SELECT id FROM file_rows WHERE file_id = ?1)",
-                params![file_id],
-            )?;
+            if kind == CONTENT_KIND {
+                tx.execute(
+                    "UPDATE ids SET content_status = 1, content_reason = NULL
+                     WHERE id IN (SELECT id FROM file_rows WHERE file_id = ?1)",
+                    params![file_id],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
+                     created_at = file_rows.created_at
+                     FROM file_rows WHERE file_rows.file_id = ?1 AND ids.id = file_rows.id",
+                    params![file_id],
+                )?;
+            }
             tx.commit()
         })
     }
@@ -548,3 +568,6 @@ fn save_offset(c: &Connection, offset: &QueueOffset) -> rusqlite::Result<()> {
     ])
     .map(drop)
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,8 @@ const COLUMNS: &[Column<Content>] = &[
 impl Row for Content {
     const COLUMNS: &'static [Column<Self>] = COLUMNS;
     const TABLE: &'static str = "content";
+    /// Prompts and completions: owner-only files.
+    const SENSITIVE: bool = true;
     const PRUNING_COLUMNS: &'static [&'static str] = &["created_at", "fetched_at"];
     /// Prompts and completions are free text: a dictionary rarely pays off.
     /// `error` stays dictionary-encoded, being mostly null and often repeated.

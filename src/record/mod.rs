@@ -183,6 +183,10 @@ impl Row for Generation {
         self.created_at.unwrap_or(self.exported_at)
     }
 
+    fn created_micros(&self) -> Option<i64> {
+        self.created_at
+    }
+
     fn id(&self) -> &str {
         &self.id
     }

@@ -53,6 +53,30 @@ pub(crate) struct Request<'a> {
     pub(crate) authorization: Option<&'a [u8]>,
 }
 
+impl SimConfig {
+    /// The status the content endpoint always answers `id` with, chosen by
+    /// the ID's hash whatever the request's dice say: 404 for `missing_rate`
+    /// IDs, 403 for `content_forbidden_rate` ones, 404 for
+    /// `content_missing_rate` ones; `None` when the content is served. Tests
+    /// use it to know which IDs must end in the failures file.
+    pub fn content_refusal(&self, id: &str) -> Option<u16> {
+        self.refusal(Endpoint::Content, id)
+    }
+
+    fn refusal(&self, endpoint: Endpoint, id: &str) -> Option<u16> {
+        if id_fraction(id, MISSING_SALT) < self.missing_rate {
+            return Some(404);
+        }
+        if endpoint != Endpoint::Content {
+            return None;
+        }
+        if id_fraction(id, FORBIDDEN_SALT) < self.content_forbidden_rate {
+            return Some(403);
+        }
+        (id_fraction(id, CONTENT_MISSING_SALT) < self.content_missing_rate).then_some(404)
+    }
+}
+
 /// The configured faults plus the rate-limit state they need.
 pub(crate) struct Faults {
     config: SimConfig,
@@ -125,16 +149,13 @@ impl Faults {
         if error < cfg.error_rate {
             return Outcome::ServerError(SERVER_ERRORS[code]);
         }
-        if self.is_young(id, wall) || id_fraction(id, MISSING_SALT) < cfg.missing_rate {
+        if self.is_young(id, wall) {
             return Outcome::NotFound;
         }
-        if req.endpoint == Endpoint::Content {
-            if id_fraction(id, FORBIDDEN_SALT) < cfg.content_forbidden_rate {
-                return Outcome::Forbidden;
-            }
-            if id_fraction(id, CONTENT_MISSING_SALT) < cfg.content_missing_rate {
-                return Outcome::NotFound;
-            }
+        match cfg.refusal(req.endpoint, id) {
+            Some(403) => return Outcome::Forbidden,
+            Some(_) => return Outcome::NotFound,
+            None => {}
         }
         if truncate < cfg.truncate_rate {
             return Outcome::Truncated(if short {

@@ -49,12 +49,28 @@ impl PendingFile {
     pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
         let dir = final_path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|source| SinkError::io("create directory", dir, source))?;
+        PendingFile::create_in(final_path, false)
+    }
+
+    /// Like [`PendingFile::create`], for sensitive data: the directory is made
+    /// owner-only (0700) and the file is created owner-only (0600) before a
+    /// byte is written; the rename keeps the mode.
+    pub fn create_private(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
+        create_private_dir(final_path.parent().unwrap_or(Path::new(".")))?;
+        PendingFile::create_in(final_path, true)
+    }
+
+    fn create_in(
+        final_path: PathBuf,
+        private: bool,
+    ) -> Result<(PendingFile, HashingWriter), SinkError> {
+        let dir = final_path.parent().unwrap_or(Path::new("."));
         let name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp_path = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&temp_path)
+        let file = open_for_writing(&temp_path, private)
             .map_err(|source| SinkError::io("create", &temp_path, source))?;
         let writer = HashingWriter {
             inner: BufWriter::with_capacity(1 << 16, file),
@@ -128,9 +144,73 @@ impl SealedFile {
     }
 }
 
+/// Creates (or truncates) a file for writing; `private` makes it owner-only,
+/// also when a file of that name was left with a wider mode.
+fn open_for_writing(path: &Path, private: bool) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        return Ok(file);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options.open(path)
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only, and makes
+/// an existing `dir` owner-only too.
+pub fn create_private_dir(dir: &Path) -> Result<(), SinkError> {
+    let failed = |source| SinkError::io("create directory", dir, source);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(failed)
+    }
+    #[cfg(not(unix))]
+    fs::create_dir_all(dir).map_err(failed)
+}
+
 /// Makes a rename durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| SinkError::io("sync directory", dir, source))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_files_are_owner_only_from_the_first_byte_to_their_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("content");
+        // A directory left with a wider mode is tightened too.
+        fs::create_dir_all(&table).unwrap();
+        fs::set_permissions(&table, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&table).unwrap();
+        let part = table.join("date=2026-01-02");
+        let (pending, mut out) = PendingFile::create_private(part.join("a.csv")).unwrap();
+        assert_eq!(mode(&pending.temp_path), 0o600);
+        out.write_all(b"secret prompt").unwrap();
+        let done = pending.finish(out).unwrap();
+        assert_eq!(mode(&done.path), 0o600);
+        assert_eq!((mode(&table), mode(&part)), (0o700, 0o700));
+    }
 }

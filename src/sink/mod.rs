@@ -1,6 +1,7 @@
-//! Output files: the partitioned data files of the `generations` table, the
-//! failures file, and the running totals the manifest reports. One task owns the
-//! [`Sink`]; nothing else writes to the output directory.
+//! Output files: the partitioned data files of the `generations` table and,
+//! with content export on, of the `content` table; the failures file; and the
+//! running totals the manifest reports. One task owns the [`Sink`]; nothing
+//! else writes to the output directory.
 
 mod csv;
 mod file;
@@ -13,14 +14,16 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_timestamp, format_value};
 pub use self::parquet::ParquetFile;
-pub use file::{FinishedFile, HashingWriter, PendingFile, SealedFile, sync_dir};
+pub use file::{
+    FinishedFile, HashingWriter, PendingFile, SealedFile, create_private_dir, sync_dir,
+};
 pub use partition::{DataFile, PartitionedWriter, partition_date};
 
 use crate::client::Reason;
 use crate::config::OutputSettings;
 use crate::ledger::{IdStatus, Ledger, LedgerError};
 use crate::money::Money;
-use crate::record::Generation;
+use crate::record::{Content, Generation};
 
 /// Failures of the output: these stop the run (data is at risk).
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +175,8 @@ impl Totals {
 #[derive(Debug, Clone)]
 pub struct SinkOutput {
     pub data_files: Vec<DataFile>,
+    /// Files of the `content` table (empty with content export off).
+    pub content_files: Vec<DataFile>,
     pub failures_file: Option<FinishedFile>,
     pub failure_rows: u64,
     pub totals: Totals,
@@ -185,6 +190,7 @@ pub struct Sink {
     namer: FileNamer,
     ledger: Ledger,
     generations: PartitionedWriter<Generation>,
+    content: PartitionedWriter<Content>,
     failures: Option<(PendingFile, ::csv::Writer<file::HashingWriter>)>,
     failure_rows: u64,
     unrecorded: Vec<(FailureRow, IdStatus)>,
@@ -198,6 +204,7 @@ impl Sink {
             namer: FileNamer::new(run_id, shard),
             ledger,
             generations: PartitionedWriter::new(settings.clone(), run_id),
+            content: PartitionedWriter::new(settings.clone(), run_id),
             failures: None,
             failure_rows: 0,
             unrecorded: Vec::new(),
@@ -211,8 +218,15 @@ impl Sink {
         self.totals.add(record)
     }
 
+    /// Writes one generation's stored content to the `content` table.
+    pub fn write_content(&mut self, content: &Content) -> Result<(), SinkError> {
+        self.content
+            .append(content, &mut self.namer, &mut self.ledger)
+    }
+
     /// Writes a row of the failures report and records the ID's state
-    /// (`Failed` or `Pending`) in the ledger.
+    /// (`Failed` or `Pending`) in the ledger: its metadata's, or for a content
+    /// reason its content's.
     pub fn write_failure(&mut self, row: &FailureRow, status: IdStatus) -> Result<(), SinkError> {
         if self.failures.is_none() {
             let path = self
@@ -255,14 +269,18 @@ impl Sink {
 
     fn record_failures(&mut self) -> Result<(), SinkError> {
         for status in [IdStatus::Failed, IdStatus::Pending] {
-            let rows: Vec<FailureRow> = self
-                .unrecorded
-                .iter()
-                .filter(|(_, s)| *s == status)
-                .map(|(r, _)| r.clone())
-                .collect();
-            if !rows.is_empty() {
-                self.ledger.record(&rows, status)?;
+            for content in [false, true] {
+                let rows: Vec<FailureRow> = self
+                    .unrecorded
+                    .iter()
+                    .filter(|(r, s)| *s == status && r.reason.is_content() == content)
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                match (rows.is_empty(), content) {
+                    (true, _) => {}
+                    (false, false) => self.ledger.record(&rows, status)?,
+                    (false, true) => self.ledger.record_content(&rows, status)?,
+                }
             }
         }
         self.unrecorded.clear();
@@ -273,6 +291,7 @@ impl Sink {
     pub fn finish(mut self) -> Result<(SinkOutput, Ledger), SinkError> {
         self.record_failures()?;
         let data_files = self.generations.finish(&mut self.ledger)?;
+        let content_files = self.content.finish(&mut self.ledger)?;
         let failures_file = match self.failures.take() {
             Some((pending, writer)) => {
                 let out = writer
@@ -285,6 +304,7 @@ impl Sink {
         self.totals.seal();
         let output = SinkOutput {
             data_files,
+            content_files,
             failures_file,
             failure_rows: self.failure_rows,
             totals: self.totals,
@@ -296,6 +316,7 @@ impl Sink {
     pub fn abandon(mut self) {
         let _ = self.record_failures();
         self.generations.abandon();
+        self.content.abandon();
         if let Some((pending, _)) = self.failures {
             pending.abandon();
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 
 use super::csv::CsvFile;
-use super::file::{FinishedFile, HashingWriter, PendingFile};
+use super::file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
 use super::parquet::ParquetFile;
 use super::{FileNamer, SinkError};
 use crate::config::{Format, OutputSettings};
@@ -40,8 +40,9 @@ struct OpenFile {
     file_id: i64,
     pending: PendingFile,
     encoder: Encoder,
-    /// IDs written but not yet linked to this file in the ledger.
-    unlinked: Vec<String>,
+    /// IDs (with their generation's `created_at`) written but not yet linked
+    /// to this file in the ledger.
+    unlinked: Vec<(String, Option<i64>)>,
     rows: u64,
     min: i64,
     max: i64,
@@ -94,7 +95,8 @@ impl<R: Row> PartitionedWriter<R> {
             Encoder::Parquet(p) => p.append(row)?,
             Encoder::Csv(c) => c.append(row)?,
         }
-        file.unlinked.push(row.id().to_owned());
+        file.unlinked
+            .push((row.id().to_owned(), row.created_micros()));
         file.rows += 1;
         file.min = file.min.min(micros);
         file.max = file.max.max(micros);
@@ -115,13 +117,15 @@ impl<R: Row> PartitionedWriter<R> {
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<OpenFile, SinkError> {
-        let dir: PathBuf = self
-            .settings
-            .dir
-            .join(R::TABLE)
-            .join(format!("date={}", date.format("%Y-%m-%d")));
-        let (pending, out) =
-            PendingFile::create(dir.join(namer.next_data_name(self.settings.format.extension())))?;
+        let table_dir = self.settings.dir.join(R::TABLE);
+        let dir: PathBuf = table_dir.join(format!("date={}", date.format("%Y-%m-%d")));
+        let path = dir.join(namer.next_data_name(self.settings.format.extension()));
+        let (pending, out) = if R::SENSITIVE {
+            create_private_dir(&table_dir)?;
+            PendingFile::create_private(path)?
+        } else {
+            PendingFile::create(path)?
+        };
         let opened = ledger
             .open_file(&self.run_id, R::TABLE, &pending)
             .map_err(SinkError::from)

@@ -42,8 +42,13 @@ fn export_command(base_url: &str, input: &Path, out: &Path) -> Command {
 /// Checks the promise: committed files hold every input ID exactly once, each
 /// is readable, and each is listed, with its hash, by exactly one manifest.
 fn check_exactly_once(out: &Path, ids: &[String]) {
+    check_table_exactly_once(out, "generations", ids);
+}
+
+/// [`check_exactly_once`] for one table's files (`generations`, `content`).
+fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
     let mut seen = HashSet::new();
-    let files = data_files(out, ".parquet");
+    let files = table_files(out, table, ".parquet");
     for file in &files {
         for batch in read_parquet(file) {
             let col = batch.column_by_name("id").unwrap();
@@ -81,7 +86,7 @@ fn check_exactly_once(out: &Path, ids: &[String]) {
                 hex::encode(Sha256::digest(&bytes)),
                 "{rel}"
             );
-            if f["kind"] == "generations" {
+            if f["kind"] == table {
                 *listed.entry(rel.to_owned()).or_default() += 1;
             }
         }
@@ -149,6 +154,61 @@ async fn kill_at_random_moments_then_rerun_exports_every_id_exactly_once() {
     check_exactly_once(&out, &ids);
     let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
     assert_eq!(ledger.status_counts().unwrap(), (0, ids.len() as u64, 0));
+}
+
+#[tokio::test]
+async fn kill_with_content_on_then_rerun_exports_every_content_exactly_once() {
+    let sim = start_sim(SimConfig {
+        latency: Duration::from_millis(4),
+        latency_jitter: Duration::from_millis(8),
+        error_rate: 0.02,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (per_round, rounds) = (40, 10);
+    let ids = ids(per_round * rounds, Duration::from_secs(86_400 * 2), "ckill");
+    let out = dir.path().join("out");
+    let base = sim.base_url();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut kills = 0;
+    for round in 0..rounds {
+        // Every third run has content off, so the content-only path after a
+        // kill meets IDs exported with and without content.
+        let input = write_lines(dir.path(), "ids.txt", &ids[..per_round * (round + 1)]);
+        let mut cmd = export_command(&base, &input, &out);
+        if round % 3 != 2 {
+            cmd.arg("--with-content");
+        }
+        let after = Duration::from_millis(rng.u64(30..300));
+        let mut child = cmd.spawn().unwrap();
+        let killed = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(after);
+            let running = child.try_wait().unwrap().is_none();
+            let _ = child.kill();
+            let _ = child.wait();
+            running
+        })
+        .await
+        .unwrap();
+        kills += usize::from(killed);
+    }
+    assert!(kills >= 7, "only {kills} runs were killed mid-way");
+    let input = write_lines(dir.path(), "ids.txt", &ids);
+    let mut cmd = export_command(&base, &input, &out);
+    cmd.arg("--with-content");
+    let status = run(cmd).await.status;
+    assert_eq!(status.code(), Some(0), "a clean run finishes everything");
+    check_exactly_once(&out, &ids);
+    check_table_exactly_once(&out, "content", &ids);
+    let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
+    assert_eq!(ledger.content_counts().unwrap(), (0, ids.len() as u64, 0));
+    #[cfg(unix)]
+    for file in all_files(&out.join("content")) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! loopback, and the `genledger` executable as a user runs it.
 
 mod cli;
+mod content;
 mod crash;
 mod daemon;
 mod ddl;

@@ -91,8 +91,13 @@ pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 
 /// Every data file of the `generations` table, sorted.
 pub fn data_files(out: &Path, extension: &str) -> Vec<PathBuf> {
+    table_files(out, "generations", extension)
+}
+
+/// Every data file of a table (`generations`, `content`), sorted.
+pub fn table_files(out: &Path, table: &str, extension: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let root = out.join("generations");
+    let root = out.join(table);
     let Ok(partitions) = std::fs::read_dir(&root) else {
         return files;
     };
@@ -133,8 +138,13 @@ pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
 
 /// All rows of all Parquet files under `out`, as text.
 pub fn parquet_rows(out: &Path) -> Vec<Row> {
+    table_parquet_rows(out, "generations")
+}
+
+/// All rows of a table's Parquet files under `out`, as text.
+pub fn table_parquet_rows(out: &Path, table: &str) -> Vec<Row> {
     let mut rows = Vec::new();
-    for path in data_files(out, ".parquet") {
+    for path in table_files(out, table, ".parquet") {
         for batch in read_parquet(&path) {
             let schema = batch.schema();
             for i in 0..batch.num_rows() {
@@ -174,8 +184,13 @@ fn cell_text(col: &dyn Array, i: usize) -> Option<String> {
 
 /// All rows of all CSV files under `out`, read with a CSV reader.
 pub fn csv_rows(out: &Path) -> Vec<Row> {
+    table_csv_rows(out, "generations")
+}
+
+/// All rows of a table's CSV files under `out`, read with a CSV reader.
+pub fn table_csv_rows(out: &Path, table: &str) -> Vec<Row> {
     let mut rows = Vec::new();
-    for path in data_files(out, ".csv") {
+    for path in table_files(out, table, ".csv") {
         let mut reader = csv::Reader::from_path(&path).unwrap();
         let headers = reader.headers().unwrap().clone();
         for record in reader.records() {

@@ -1,0 +1,81 @@
+//! The content side of the ledger: which exported IDs still need their
+//! stored content, and the content's own status (`ids.content_status`), kept
+//! apart from the metadata's so each table is exactly-once on its own.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::{IdStatus, Ledger, LedgerError, Leftover};
+use crate::sink::FailureRow;
+
+/// The `files.kind` of content files (the `content` table's name).
+pub(super) const CONTENT_KIND: &str = "content";
+
+/// Whether content in this state still needs fetching (never fetched, or pending).
+pub(super) fn content_due(content_status: Option<i64>) -> bool {
+    matches!(content_status, None | Some(0))
+}
+
+impl Ledger {
+    /// Like [`Ledger::take_leftovers`], for the content path: IDs whose
+    /// metadata is exported but whose content is still due (never fetched, or
+    /// left pending), not offered in run `run_no`.
+    pub fn take_content_leftovers(
+        &mut self,
+        run_no: i64,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Leftover>, LedgerError> {
+        self.take(
+            "SELECT id, first_seen, content_status, created_at FROM ids
+             WHERE id > ?3 AND status = 1 AND (content_status IS NULL OR content_status = 0)
+             AND last_run < ?1 ORDER BY id LIMIT ?2",
+            run_no,
+            after,
+            limit,
+        )
+    }
+
+    /// Records the end of contents that were not exported: `Failed` (403,
+    /// 404) or `Pending` (a later run with content on fetches them again).
+    /// The IDs' metadata status is untouched.
+    pub fn record_content(
+        &mut self,
+        rows: &[FailureRow],
+        status: IdStatus,
+    ) -> Result<(), LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE ids SET content_status = ?2, content_reason = ?3
+                     WHERE id = ?1 AND content_status IS NOT 1",
+                )?;
+                for row in rows {
+                    update.execute(params![row.id, status as i64, row.reason.as_str()])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Counts of contents by status, among IDs whose metadata is exported:
+    /// (pending or never fetched, exported, failed).
+    pub fn content_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT coalesce(content_status, 0), count(*) FROM ids WHERE status = 1 GROUP BY 1",
+            )?;
+            let mut counts = (0, 0, 0);
+            for row in stmt.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+            })? {
+                match row? {
+                    (1, n) => counts.1 = n,
+                    (2, n) => counts.2 = n,
+                    (_, n) => counts.0 += n,
+                }
+            }
+            Ok(counts)
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! The ledger's content bookkeeping and its upgrade of older ledgers.
+
+use std::io::Write;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::sink::PendingFile;
+
+/// The tables as the first release made them, before content export.
+const FIRST_SCHEMA: &str = "
+CREATE TABLE ids (id TEXT PRIMARY KEY, status INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, reason TEXT, http_status INTEGER, last_error TEXT,
+    first_seen INTEGER NOT NULL, last_run INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE file_rows (file_id INTEGER NOT NULL, id TEXT NOT NULL);
+CREATE INDEX file_rows_file ON file_rows(file_id);
+CREATE TABLE files (file_id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, kind TEXT NOT NULL,
+    path TEXT NOT NULL, temp_path TEXT NOT NULL, status INTEGER NOT NULL, rows INTEGER,
+    bytes INTEGER, sha256 TEXT, min_created_at INTEGER, max_created_at INTEGER);
+CREATE TABLE runs (run_no INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, shard TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT, exit_code INTEGER, manifest TEXT);
+CREATE TABLE queue_offsets (path TEXT PRIMARY KEY, inode INTEGER NOT NULL,
+    offset INTEGER NOT NULL, lines INTEGER NOT NULL);
+INSERT INTO ids (id, status, first_seen, last_run) VALUES ('gen-old', 1, 7, 0), ('gen-left', 0, 8, 0);
+";
+
+fn columns(path: &Path, table: &str) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .unwrap();
+    stmt.query_map([table], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Writes a one-line file of `kind` holding `rows` through the whole protocol.
+fn commit(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i64>)]) {
+    let name = format!("{kind}-{}.txt", rows[0].0);
+    let (pending, mut out) = PendingFile::create(dir.join(kind).join(name)).unwrap();
+    out.write_all(b"rows").unwrap();
+    let file_id = ledger.open_file("run", kind, &pending).unwrap();
+    let linked: Vec<(String, Option<i64>)> = rows
+        .iter()
+        .map(|(id, at)| ((*id).to_owned(), *at))
+        .collect();
+    ledger.link(file_id, &linked).unwrap();
+    let facts = FileFacts {
+        rows: rows.len() as u64,
+        min_created_at: 0,
+        max_created_at: 0,
+    };
+    ledger.commit_file(file_id, pending, out, &facts).unwrap();
+}
+
+fn ids(leftovers: Vec<Leftover>) -> Vec<String> {
+    leftovers.into_iter().map(|l| l.id).collect()
+}
+
+#[test]
+fn opens_a_ledger_made_before_content_export_and_adds_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(FIRST_SCHEMA)
+        .unwrap();
+    let mut ledger = Ledger::open(&db, dir.path()).unwrap();
+    // A second connection finds nothing left to add.
+    let _again = Ledger::open_for_admission(&db, dir.path()).unwrap();
+    for column in ["content_status", "content_reason", "created_at"] {
+        assert!(columns(&db, "ids").iter().any(|c| c == column), "{column}");
+    }
+    assert!(columns(&db, "file_rows").iter().any(|c| c == "created_at"));
+    let run_no = ledger.begin_run("r", "0", "now").unwrap();
+    let admitted = ledger
+        .admit(&["gen-old", "gen-left"], run_no, 9, None)
+        .unwrap();
+    assert_eq!(
+        admitted,
+        [
+            Admission::AlreadyExported,
+            Admission::Fetch {
+                first_seen_micros: 8,
+                content_due: true
+            }
+        ]
+    );
+    // Exported before content export existed: its content is due, its day unknown.
+    let due = ledger.take_content_leftovers(run_no, "", 10).unwrap();
+    assert_eq!(
+        due,
+        [Leftover {
+            id: "gen-old".into(),
+            first_seen_micros: 7,
+            content_due: true,
+            created_at: None
+        }]
+    );
+}
+
+#[test]
+fn a_content_commit_marks_the_content_and_never_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    ledger.admit(&["gen-a", "gen-b"], run, 1, None).unwrap();
+    // The content of gen-b lands before its metadata (a crash between them).
+    commit(&mut ledger, dir.path(), "content", &[("gen-b", None)]);
+    commit(
+        &mut ledger,
+        dir.path(),
+        "generations",
+        &[("gen-a", Some(42))],
+    );
+    assert_eq!(ledger.status_of("gen-a").unwrap(), Some(IdStatus::Exported));
+    assert_eq!(ledger.status_of("gen-b").unwrap(), Some(IdStatus::Pending));
+
+    let next = ledger.begin_run("r2", "0", "now").unwrap();
+    let pending = ledger.take_leftovers(next, "", 10).unwrap();
+    assert_eq!(ids(pending.clone()), ["gen-b"]);
+    assert!(!pending[0].content_due, "gen-b's content is already out");
+    let due = ledger.take_content_leftovers(next, "", 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id.as_str(), due[0].created_at), ("gen-a", Some(42)));
+    assert!(
+        ledger
+            .take_content_leftovers(next, "", 10)
+            .unwrap()
+            .is_empty(),
+        "taken once per run"
+    );
+
+    commit(&mut ledger, dir.path(), "content", &[("gen-a", Some(42))]);
+    assert_eq!(ledger.content_counts().unwrap(), (0, 1, 0));
+    let later = ledger.begin_run("r3", "0", "now").unwrap();
+    assert!(
+        ledger
+            .take_content_leftovers(later, "", 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn failed_content_stays_failed_until_requeued_and_pending_content_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    ledger.admit(&["gen-a", "gen-b"], run, 1, None).unwrap();
+    commit(
+        &mut ledger,
+        dir.path(),
+        "generations",
+        &[("gen-a", None), ("gen-b", None)],
+    );
+    let row = |id: &str, reason| FailureRow {
+        id: id.into(),
+        line: None,
+        reason,
+        http_status: Some(403),
+        attempts: 1,
+        message: String::new(),
+    };
+    ledger
+        .record_content(&[row("gen-a", Reason::ContentForbidden)], IdStatus::Failed)
+        .unwrap();
+    ledger
+        .record_content(&[row("gen-b", Reason::ContentStopped)], IdStatus::Pending)
+        .unwrap();
+    assert_eq!(ledger.content_counts().unwrap(), (1, 0, 1));
+    assert_eq!(ledger.status_of("gen-a").unwrap(), Some(IdStatus::Exported));
+    let next = ledger.begin_run("r2", "0", "now").unwrap();
+    assert_eq!(
+        ids(ledger.take_content_leftovers(next, "", 10).unwrap()),
+        ["gen-b"]
+    );
+
+    assert_eq!(ledger.requeue_failed().unwrap(), (0, 1));
+    let last = ledger.begin_run("r3", "0", "now").unwrap();
+    assert_eq!(
+        ids(ledger.take_content_leftovers(last, "", 10).unwrap()),
+        ["gen-a", "gen-b"]
+    );
+}
