@@ -382,8 +382,18 @@ async fn run_fault_case(name: &'static str, faults: SimConfig) {
         let second = export(&settings).await;
         let (exported2, failed2, pending2) = check_accounted(&out, &all);
         assert_eq!(pending2, 0, "{name}: {:?}", second.counts);
-        assert_eq!(failed2, failed, "{name}: failed IDs stay failed");
-        assert_eq!(exported2, exported + pending, "{name}");
+        // Failed IDs stay failed. In the 404-window case a permanently
+        // missing ID that timed out in the first run (pending) fails now.
+        if name == "404 window" {
+            assert!(failed2 >= failed, "{name}: failed IDs stay failed");
+        } else {
+            assert_eq!(failed2, failed, "{name}: failed IDs stay failed");
+        }
+        assert_eq!(
+            exported2 + (failed2 - failed),
+            exported + pending,
+            "{name}: every pending ID was finished"
+        );
         assert_eq!(
             healthy.stats().duplicate_ok,
             0,
