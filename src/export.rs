@@ -36,7 +36,7 @@ use crate::summary::{Counts, RunReport, peak_rss_bytes};
 /// IDs queued between the source and the dispatcher.
 const SOURCE_QUEUE: usize = 1024;
 /// Outcomes queued between the fetch tasks and the sink.
-const SINK_QUEUE: usize = 4096;
+const SINK_QUEUE: usize = 2048;
 /// How long the sink thread waits for more outcomes before it sleeps on the queue.
 const SINK_NAP: Duration = Duration::from_millis(2);
 

@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// glibc's allocator spent about an eighth of the export's CPU time on the
-/// many short-lived buffers of HTTP answers and parsing; mimalloc spends less.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = genledger::cli::Cli::parse();
     // A daemon's log is its only report: one line per tick by default.

@@ -61,6 +61,10 @@ impl ParquetFile {
             // the file closes (measured: ~45 MB over a million rows), so only
             // the columns queries prune on get them.
             .set_statistics_enabled(EnabledStatistics::None)
+            // The offset index (page locations, per column and row group) is
+            // also held until the file closes; with row groups this small a
+            // column chunk is mostly one page, so it would save readers little.
+            .set_offset_index_disabled(true)
             .set_created_by(concat!("genledger ", env!("CARGO_PKG_VERSION")).into());
         for column in R::PRUNING_COLUMNS {
             props = props
