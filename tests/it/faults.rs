@@ -103,8 +103,10 @@ async fn every_id_survives_5xx_resets_and_cut_bodies_without_double_fetch() {
 
 #[tokio::test]
 async fn young_ids_are_retried_through_the_404_window_then_exported() {
+    // IDs carry their creation second; a window of several seconds keeps
+    // them young at their first fetch even on a loaded machine.
     let sim = start_sim(SimConfig {
-        young_not_found: Duration::from_secs(1),
+        young_not_found: Duration::from_secs(4),
         ..SimConfig::default()
     })
     .await;
