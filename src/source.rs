@@ -332,13 +332,7 @@ impl IdSource {
                 tail.at.lines = line_no;
             }
             self.counts.lines += 1;
-            let line = strip_line_end(&buf, line_no == 1);
-            let kind = if overlong {
-                LineKind::Invalid(format!("line is longer than {MAX_LINE_BYTES} bytes"))
-            } else {
-                parse_line(line)
-            };
-            match kind {
+            match classify(&buf, line_no, overlong) {
                 LineKind::Skip => {}
                 LineKind::Invalid(reason) => {
                     self.counts.invalid += 1;
@@ -505,13 +499,7 @@ pub fn feed_stdin(
                 source,
             })?;
         if read > 0 {
-            let line = strip_line_end(&buf, line_no == 1);
-            let kind = if overlong {
-                LineKind::Invalid(format!("line is longer than {MAX_LINE_BYTES} bytes"))
-            } else {
-                parse_line(line)
-            };
-            match kind {
+            match classify(&buf, line_no, overlong) {
                 LineKind::Skip => {}
                 LineKind::Id(id) if shard.owns(&id) => batch.push(id),
                 LineKind::Id(_) => {}
@@ -539,6 +527,15 @@ pub fn feed_stdin(
             return Ok(admitted);
         }
     }
+}
+
+/// What a raw line read by [`read_line_capped`] holds: its ending (and a
+/// leading BOM on line 1) dropped, then the input rules applied.
+fn classify(buf: &[u8], line_no: u64, overlong: bool) -> LineKind {
+    if overlong {
+        return LineKind::Invalid(format!("line is longer than {MAX_LINE_BYTES} bytes"));
+    }
+    parse_line(strip_line_end(buf, line_no == 1))
 }
 
 /// Reads up to and including the next `\n`, keeping at most `MAX_LINE_BYTES`.

@@ -4,7 +4,7 @@
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::{IdStatus, Ledger, LedgerError, Leftover};
+use super::{IdStatus, Ledger, LedgerError, Leftover, tally_by_status};
 use crate::sink::FailureRow;
 
 /// The `files.kind` of content files (the `content` table's name).
@@ -62,20 +62,10 @@ impl Ledger {
     /// (pending or never fetched, exported, failed).
     pub fn content_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
         self.sql(|c| {
-            let mut stmt = c.prepare(
+            tally_by_status(
+                c,
                 "SELECT coalesce(content_status, 0), count(*) FROM ids WHERE status = 1 GROUP BY 1",
-            )?;
-            let mut counts = (0, 0, 0);
-            for row in stmt.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-            })? {
-                match row? {
-                    (1, n) => counts.1 = n,
-                    (2, n) => counts.2 = n,
-                    (_, n) => counts.0 += n,
-                }
-            }
-            Ok(counts)
+            )
         })
     }
 }

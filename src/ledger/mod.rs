@@ -521,20 +521,7 @@ impl Ledger {
 
     /// Counts of IDs by status: (pending, exported, failed).
     pub fn status_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
-        self.sql(|c| {
-            let mut stmt = c.prepare("SELECT status, count(*) FROM ids GROUP BY status")?;
-            let mut counts = (0, 0, 0);
-            for row in stmt.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-            })? {
-                match row? {
-                    (0, n) => counts.0 = n,
-                    (1, n) => counts.1 = n,
-                    (_, n) => counts.2 += n,
-                }
-            }
-            Ok(counts)
-        })
+        self.sql(|c| tally_by_status(c, "SELECT status, count(*) FROM ids GROUP BY status"))
     }
 
     /// The status of one ID, if known.
@@ -571,3 +558,20 @@ fn save_offset(c: &Connection, offset: &QueueOffset) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `sql`, which yields (status, count) rows, and sums the counts into
+/// (pending, exported, failed) by the status codes of [`IdStatus`].
+fn tally_by_status(c: &Connection, sql: &str) -> rusqlite::Result<(u64, u64, u64)> {
+    let mut stmt = c.prepare(sql)?;
+    let mut counts = (0, 0, 0);
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+    })? {
+        match row? {
+            (0, n) => counts.0 += n,
+            (1, n) => counts.1 += n,
+            (_, n) => counts.2 += n,
+        }
+    }
+    Ok(counts)
+}

@@ -131,17 +131,7 @@ async fn kill_at_random_moments_then_rerun_exports_every_id_exactly_once() {
         } else {
             rng.u64(40..400)
         });
-        let mut child = export_command(&base, &input, &out).spawn().unwrap();
-        let killed = tokio::task::spawn_blocking(move || {
-            std::thread::sleep(after);
-            let running = child.try_wait().unwrap().is_none();
-            let _ = child.kill();
-            let _ = child.wait();
-            running
-        })
-        .await
-        .unwrap();
-        kills += usize::from(killed);
+        kills += usize::from(kill_after(export_command(&base, &input, &out), after).await);
     }
     assert!(kills >= 20, "only {kills} runs were killed mid-way");
     let input = write_lines(dir.path(), "ids.txt", &ids);
@@ -181,17 +171,7 @@ async fn kill_with_content_on_then_rerun_exports_every_content_exactly_once() {
             cmd.arg("--with-content");
         }
         let after = Duration::from_millis(rng.u64(30..300));
-        let mut child = cmd.spawn().unwrap();
-        let killed = tokio::task::spawn_blocking(move || {
-            std::thread::sleep(after);
-            let running = child.try_wait().unwrap().is_none();
-            let _ = child.kill();
-            let _ = child.wait();
-            running
-        })
-        .await
-        .unwrap();
-        kills += usize::from(killed);
+        kills += usize::from(kill_after(cmd, after).await);
     }
     assert!(kills >= 7, "only {kills} runs were killed mid-way");
     let input = write_lines(dir.path(), "ids.txt", &ids);
@@ -355,4 +335,19 @@ async fn failed_ids_stay_failed_until_retry_failed() {
     assert_eq!((report.exit_code, report.counts.exported), (0, 30));
     let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
     assert_eq!(ledger.status_of(&ids[0]).unwrap(), Some(IdStatus::Exported));
+}
+
+/// Starts `cmd`, SIGKILLs it after `after`; returns whether it was still
+/// running then (killed mid-way rather than already done).
+async fn kill_after(mut cmd: std::process::Command, after: Duration) -> bool {
+    let mut child = cmd.spawn().unwrap();
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(after);
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        running
+    })
+    .await
+    .unwrap()
 }

@@ -72,9 +72,15 @@ fn config(dir: &Path, sim: &SimHandle, queue: &Path, metrics_port: Option<u16>) 
 }
 
 fn start_daemon(config: &Path) -> Child {
+    start_daemon_with(config, &[])
+}
+
+/// The daemon with extra environment variables.
+fn start_daemon_with(config: &Path, env: &[(&str, &str)]) -> Child {
     genledger()
         .args(["--config", config.to_str().unwrap(), "-v", "daemon"])
         .env("OPENROUTER_API_KEY", KEY)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -349,14 +355,7 @@ async fn the_schedule_is_evaluated_in_utc_whatever_the_local_zone() {
         .unwrap()
         .replace("* * * * * *", &cron);
     std::fs::write(&config, text).unwrap();
-    let mut cmd = genledger();
-    cmd.args(["--config", config.to_str().unwrap(), "-v", "daemon"])
-        .env("OPENROUTER_API_KEY", KEY)
-        .env("TZ", "Asia/Kolkata")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut daemon = cmd.spawn().unwrap();
+    let mut daemon = start_daemon_with(&config, &[("TZ", "Asia/Kolkata")]);
     wait_for(&out, 5, &mut daemon).await;
     let (code, stderr) = terminate(daemon).await;
     assert_eq!(code, Some(0), "{stderr}");
