@@ -371,8 +371,10 @@ impl Client {
         let wait = (code == 503)
             .then(|| announced_wait(response.headers(), SystemTime::now()))
             .flatten();
-        let body = match response.text().await {
-            Ok(body) => body,
+        // The API answers UTF-8 JSON; reading bytes skips charset sniffing,
+        // and a stray invalid byte still leaves the rest readable.
+        let body = match response.bytes().await {
+            Ok(bytes) => bytes,
             Err(e) => {
                 let message = format!("answer {code} cut short: {}", describe(&e));
                 return Answer::Transient {
@@ -382,6 +384,7 @@ impl Client {
                 };
             }
         };
+        let body = String::from_utf8_lossy(&body);
         if is_transient_status(code) {
             return Answer::Transient {
                 status: Some(code),

@@ -43,12 +43,6 @@ impl ParseError {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-}
-
 /// Parses an answer body for `requested_id`, stamping `run_id` and `exported_at`.
 pub fn parse_generation(
     body: &str,
@@ -56,14 +50,12 @@ pub fn parse_generation(
     run_id: &str,
     exported_at: i64,
 ) -> Result<Generation, ParseError> {
-    let envelope: Envelope<'_> =
+    let Envelope(data) =
         serde_json::from_str(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let data = envelope.data.ok_or(ParseError::NoData)?;
-    let FieldList(map) = serde_json::from_str(data.get()).map_err(|_| ParseError::NoData)?;
-    let mut f = Fields::new(map);
+    let mut f = data.ok_or(ParseError::NoData)?;
 
     let id = f
-        .text("id")
+        .text(Key::Id)
         .filter(|id| !id.is_empty())
         .ok_or(ParseError::NoId)?;
     if id != requested_id {
@@ -71,48 +63,48 @@ pub fn parse_generation(
     }
     let mut g = Generation {
         id,
-        created_at: f.timestamp("created_at"),
-        model: f.text("model"),
-        provider_name: f.text("provider_name"),
-        api_type: f.text("api_type"),
-        router: f.text("router"),
-        upstream_id: f.text("upstream_id"),
-        origin: f.text("origin"),
-        app_id: f.int("app_id"),
-        external_user: f.text("external_user"),
-        session_id: f.text("session_id"),
-        request_id: f.text("request_id"),
-        workspace_id: f.text("workspace_id"),
-        preset_id: f.text("preset_id"),
-        data_region: f.text("data_region"),
-        total_cost: f.money("total_cost")?,
-        usage: f.money("usage")?,
-        upstream_inference_cost: f.money("upstream_inference_cost")?,
-        cache_discount: f.money("cache_discount")?,
-        is_byok: f.bool("is_byok"),
-        tokens_prompt: f.int("tokens_prompt"),
-        tokens_completion: f.int("tokens_completion"),
-        native_tokens_prompt: f.int("native_tokens_prompt"),
-        native_tokens_completion: f.int("native_tokens_completion"),
-        native_tokens_completion_images: f.int("native_tokens_completion_images"),
-        native_tokens_reasoning: f.int("native_tokens_reasoning"),
-        native_tokens_cached: f.int("native_tokens_cached"),
-        num_media_prompt: f.int("num_media_prompt"),
-        num_input_audio_prompt: f.int("num_input_audio_prompt"),
-        num_media_completion: f.int("num_media_completion"),
-        num_search_results: f.int("num_search_results"),
-        num_fetches: f.int("num_fetches"),
-        web_search_engine: f.text("web_search_engine"),
-        latency_ms: f.float("latency"),
-        generation_time_ms: f.float("generation_time"),
-        moderation_latency_ms: f.float("moderation_latency"),
-        streamed: f.bool("streamed"),
-        cancelled: f.bool("cancelled"),
-        finish_reason: f.text("finish_reason"),
-        native_finish_reason: f.text("native_finish_reason"),
-        service_tier: f.text("service_tier"),
-        response_cache_source_id: f.text("response_cache_source_id"),
-        provider_responses: f.json("provider_responses"),
+        created_at: f.timestamp(Key::CreatedAt),
+        model: f.text(Key::Model),
+        provider_name: f.text(Key::ProviderName),
+        api_type: f.text(Key::ApiType),
+        router: f.text(Key::Router),
+        upstream_id: f.text(Key::UpstreamId),
+        origin: f.text(Key::Origin),
+        app_id: f.int(Key::AppId),
+        external_user: f.text(Key::ExternalUser),
+        session_id: f.text(Key::SessionId),
+        request_id: f.text(Key::RequestId),
+        workspace_id: f.text(Key::WorkspaceId),
+        preset_id: f.text(Key::PresetId),
+        data_region: f.text(Key::DataRegion),
+        total_cost: f.money(Key::TotalCost)?,
+        usage: f.money(Key::Usage)?,
+        upstream_inference_cost: f.money(Key::UpstreamInferenceCost)?,
+        cache_discount: f.money(Key::CacheDiscount)?,
+        is_byok: f.bool(Key::IsByok),
+        tokens_prompt: f.int(Key::TokensPrompt),
+        tokens_completion: f.int(Key::TokensCompletion),
+        native_tokens_prompt: f.int(Key::NativeTokensPrompt),
+        native_tokens_completion: f.int(Key::NativeTokensCompletion),
+        native_tokens_completion_images: f.int(Key::NativeTokensCompletionImages),
+        native_tokens_reasoning: f.int(Key::NativeTokensReasoning),
+        native_tokens_cached: f.int(Key::NativeTokensCached),
+        num_media_prompt: f.int(Key::NumMediaPrompt),
+        num_input_audio_prompt: f.int(Key::NumInputAudioPrompt),
+        num_media_completion: f.int(Key::NumMediaCompletion),
+        num_search_results: f.int(Key::NumSearchResults),
+        num_fetches: f.int(Key::NumFetches),
+        web_search_engine: f.text(Key::WebSearchEngine),
+        latency_ms: f.float(Key::Latency),
+        generation_time_ms: f.float(Key::GenerationTime),
+        moderation_latency_ms: f.float(Key::ModerationLatency),
+        streamed: f.bool(Key::Streamed),
+        cancelled: f.bool(Key::Cancelled),
+        finish_reason: f.text(Key::FinishReason),
+        native_finish_reason: f.text(Key::NativeFinishReason),
+        service_tier: f.text(Key::ServiceTier),
+        response_cache_source_id: f.text(Key::ResponseCacheSourceId),
+        provider_responses: f.json(Key::ProviderResponses),
         extra: None,
         run_id: run_id.to_owned(),
         exported_at,
@@ -121,118 +113,221 @@ pub fn parse_generation(
     Ok(g)
 }
 
-/// An object's fields in order, keys borrowed from the body where they need no
-/// unescaping. About 45 fields, so a vector beats a map here.
-struct FieldList<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// Declares the answer fields that have a column, each with its JSON name.
+macro_rules! known_keys {
+    ($($variant:ident = $name:literal,)*) => {
+        /// An answer field with a column of its own.
+        #[derive(Debug, Clone, Copy)]
+        enum Key { $($variant,)* }
 
-impl<'de> Deserialize<'de> for FieldList<'de> {
+        impl Key {
+            const COUNT: usize = [$($name,)*].len();
+
+            fn name(self) -> &'static str {
+                match self { $(Key::$variant => $name,)* }
+            }
+
+            fn from_name(name: &str) -> Option<Key> {
+                match name { $($name => Some(Key::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+known_keys! {
+    Id = "id",
+    CreatedAt = "created_at",
+    Model = "model",
+    ProviderName = "provider_name",
+    ApiType = "api_type",
+    Router = "router",
+    UpstreamId = "upstream_id",
+    Origin = "origin",
+    AppId = "app_id",
+    ExternalUser = "external_user",
+    SessionId = "session_id",
+    RequestId = "request_id",
+    WorkspaceId = "workspace_id",
+    PresetId = "preset_id",
+    DataRegion = "data_region",
+    TotalCost = "total_cost",
+    Usage = "usage",
+    UpstreamInferenceCost = "upstream_inference_cost",
+    CacheDiscount = "cache_discount",
+    IsByok = "is_byok",
+    TokensPrompt = "tokens_prompt",
+    TokensCompletion = "tokens_completion",
+    NativeTokensPrompt = "native_tokens_prompt",
+    NativeTokensCompletion = "native_tokens_completion",
+    NativeTokensCompletionImages = "native_tokens_completion_images",
+    NativeTokensReasoning = "native_tokens_reasoning",
+    NativeTokensCached = "native_tokens_cached",
+    NumMediaPrompt = "num_media_prompt",
+    NumInputAudioPrompt = "num_input_audio_prompt",
+    NumMediaCompletion = "num_media_completion",
+    NumSearchResults = "num_search_results",
+    NumFetches = "num_fetches",
+    WebSearchEngine = "web_search_engine",
+    Latency = "latency",
+    GenerationTime = "generation_time",
+    ModerationLatency = "moderation_latency",
+    Streamed = "streamed",
+    Cancelled = "cancelled",
+    FinishReason = "finish_reason",
+    NativeFinishReason = "native_finish_reason",
+    ServiceTier = "service_tier",
+    ResponseCacheSourceId = "response_cache_source_id",
+    ProviderResponses = "provider_responses",
+}
+
+/// The answer's top level: only `data` is read, in the same pass that splits
+/// it into fields. `None` when `data` is missing, null or not an object.
+struct Envelope<'a>(Option<Fields<'a>>);
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> Visitor<'de> for Visit {
-            type Value = FieldList<'de>;
+            type Value = Envelope<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(48));
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    fields.push((key.0, map.next_value()?));
+                let mut data = None;
+                while let Some(key) = map.next_key::<Name<'de>>()? {
+                    if key.0 == "data" {
+                        data = map.next_value::<Data<'de>>()?.0;
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
                 }
-                Ok(FieldList(fields))
+                Ok(Envelope(data))
             }
         }
         deserializer.deserialize_map(Visit)
     }
 }
 
-/// A key, borrowed unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
+/// The `data` value: its fields when it is an object.
+struct Data<'a>(Option<Fields<'a>>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Data<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> Visitor<'de> for Visit {
-            type Value = Key<'de>;
+            type Value = Data<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Fields::new();
+                while let Some(key) = map.next_key::<Name<'de>>()? {
+                    let raw: &'de RawValue = map.next_value()?;
+                    match Key::from_name(&key.0) {
+                        // The last of repeated keys wins, as in a map.
+                        Some(known) => fields.known[known as usize] = Some(raw),
+                        None => fields.rest.push((key.0, raw)),
+                    }
+                }
+                Ok(Data(Some(fields)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Data(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Data(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// A key, borrowed unless it had escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Name<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string key")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
+                Ok(Name(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+                Ok(Name(Cow::Owned(v.to_owned())))
             }
         }
         deserializer.deserialize_str(Visit)
     }
 }
 
-/// The answer's fields not yet taken, and the known ones that had the wrong type.
+/// The answer's fields: the known ones by [`Key`] (the last of repeated keys),
+/// the others in order, and the known ones that had the wrong type.
 struct Fields<'a> {
-    map: Vec<(Cow<'a, str>, &'a RawValue)>,
+    known: [Option<&'a RawValue>; Key::COUNT],
+    rest: Vec<(Cow<'a, str>, &'a RawValue)>,
     mismatched: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 impl<'a> Fields<'a> {
-    /// The last of repeated keys wins, as in a map; earlier ones are dropped
-    /// here, once, so each `take` finds at most one entry. Answers almost
-    /// never repeat a key, so the check is a sort of key hashes, and the
-    /// exact comparison runs only when two hashes match.
-    fn new(mut map: Vec<(Cow<'a, str>, &'a RawValue)>) -> Fields<'a> {
-        let mut hashes: Vec<u64> = map
-            .iter()
-            .map(|(k, _)| xxhash_rust::xxh3::xxh3_64(k.as_bytes()))
-            .collect();
-        hashes.sort_unstable();
-        if hashes.windows(2).any(|w| w[0] == w[1]) {
-            let mut at = map.len();
-            while at > 0 {
-                at -= 1;
-                let later = map[at + 1..].iter().any(|(k, _)| *k == map[at].0);
-                if later {
-                    map.remove(at);
-                }
-            }
-        }
+    fn new() -> Fields<'a> {
         Fields {
-            map,
+            known: [None; Key::COUNT],
+            rest: Vec::new(),
             mismatched: Vec::new(),
         }
     }
 
     /// Takes `key`; `None` when absent or null.
-    fn take(&mut self, key: &str) -> Option<&'a RawValue> {
-        let at = self.map.iter().rposition(|(k, _)| k == key)?;
-        let (_, raw) = self.map.swap_remove(at);
-        Some(raw).filter(|raw| raw.get() != "null")
+    fn take(&mut self, key: Key) -> Option<&'a RawValue> {
+        self.known[key as usize]
+            .take()
+            .filter(|raw| raw.get() != "null")
     }
 
     /// Takes `key` and converts it, keeping the raw value in `extra` when the
     /// conversion fails.
-    fn convert<T>(
-        &mut self,
-        key: &'static str,
-        convert: impl FnOnce(&str) -> Option<T>,
-    ) -> Option<T> {
+    fn convert<T>(&mut self, key: Key, convert: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let raw = self.take(key)?;
         let value = convert(raw.get());
         if value.is_none() {
-            self.mismatched.push((Cow::Borrowed(key), raw));
+            self.mismatched.push((Cow::Borrowed(key.name()), raw));
         }
         value
     }
 
-    fn text(&mut self, key: &'static str) -> Option<String> {
+    fn text(&mut self, key: Key) -> Option<String> {
         // Enums are open strings, and a number where a string was expected is
         // still the value the API meant.
         self.convert(key, |raw| match raw.as_bytes().first() {
-            Some(b'"') => serde_json::from_str(raw).ok(),
+            Some(b'"') => unquote(raw)
+                .map(str::to_owned)
+                .or_else(|| serde_json::from_str(raw).ok()),
             Some(b'[' | b'{') | None => None,
             Some(_) => Some(raw.to_owned()),
         })
     }
 
-    fn int(&mut self, key: &'static str) -> Option<i64> {
+    fn int(&mut self, key: Key) -> Option<i64> {
         self.convert(key, |raw| {
             let text = unquote(raw)?;
             text.parse::<i64>().ok().or_else(|| {
@@ -243,13 +338,13 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn float(&mut self, key: &'static str) -> Option<f64> {
+    fn float(&mut self, key: Key) -> Option<f64> {
         self.convert(key, |raw| {
             unquote(raw)?.parse::<f64>().ok().filter(|f| f.is_finite())
         })
     }
 
-    fn bool(&mut self, key: &'static str) -> Option<bool> {
+    fn bool(&mut self, key: Key) -> Option<bool> {
         self.convert(key, |raw| match unquote(raw)? {
             "true" => Some(true),
             "false" => Some(false),
@@ -257,39 +352,51 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn timestamp(&mut self, key: &'static str) -> Option<i64> {
+    fn timestamp(&mut self, key: Key) -> Option<i64> {
         self.convert(key, |raw| {
-            let text: String = serde_json::from_str(raw).ok()?;
+            let text: Cow<'_, str> = match unquote(raw) {
+                Some(plain) if raw.starts_with('"') => Cow::Borrowed(plain),
+                _ => Cow::Owned(serde_json::from_str::<String>(raw).ok()?),
+            };
             let parsed = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
             Some(parsed.timestamp_micros())
         })
     }
 
-    fn json(&mut self, key: &'static str) -> Option<String> {
+    fn json(&mut self, key: Key) -> Option<String> {
         self.take(key).map(|raw| raw.get().to_owned())
     }
 
     /// Money must be exact: a value that is not a number, or that needs more
     /// than 18 decimals, fails the record instead of being guessed.
-    fn money(&mut self, key: &'static str) -> Result<Option<Money>, ParseError> {
+    fn money(&mut self, key: Key) -> Result<Option<Money>, ParseError> {
         let Some(raw) = self.take(key) else {
             return Ok(None);
         };
         let text = unquote(raw.get()).unwrap_or(raw.get());
         Money::parse(text)
             .map(Some)
-            .map_err(|source| ParseError::Money { field: key, source })
+            .map_err(|source| ParseError::Money {
+                field: key.name(),
+                source,
+            })
     }
 
     /// The leftovers as one JSON object, keys sorted, values byte for byte as
     /// the API sent them; null values are left out.
     fn into_extra(self) -> Option<String> {
-        // A null carries nothing worth a place in `extra`.
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = self
-            .map
-            .into_iter()
-            .filter(|(_, raw)| raw.get() != "null")
-            .collect();
+        let mut others = self.rest;
+        // Stable, so repeated keys stay in answer order and the last one wins,
+        // as in a map. A null carries nothing worth a place in `extra`.
+        others.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(others.len());
+        let mut others = others.into_iter().peekable();
+        while let Some((key, raw)) = others.next() {
+            let repeated = others.peek().is_some_and(|(next, _)| *next == key);
+            if !repeated && raw.get() != "null" {
+                rest.push((key, raw));
+            }
+        }
         rest.extend(self.mismatched);
         if rest.is_empty() {
             return None;
@@ -366,12 +473,22 @@ mod tests {
     #[test]
     fn the_last_of_repeated_keys_wins_and_earlier_ones_vanish() {
         let g = parse(
-            r#"{"id":"gen-1","model":"a","x":1,"model":"b","x":2,"total_cost":1,"total_cost":null}"#,
+            r#"{"id":"gen-1","model":"a","x":1,"model":"b","x":2,"total_cost":1,"total_cost":null,"y":3,"y":null}"#,
         )
         .unwrap();
         assert_eq!(g.model.as_deref(), Some("b"));
         assert_eq!(g.total_cost, None);
         assert_eq!(g.extra.as_deref(), Some(r#"{"x":2}"#));
+    }
+
+    #[test]
+    fn escaped_keys_and_strings_are_unescaped() {
+        let g = parse(
+            r#"{"i\u0064":"gen-1","model":"a\"b\u00e9","created_at":"2024-07-15T23:33:19Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(g.model.as_deref(), Some("a\"bé"));
+        assert_eq!(g.created_at, Some(1_721_086_399_000_000));
     }
 
     #[test]
@@ -399,7 +516,13 @@ mod tests {
                 .unwrap_err()
                 .is_transient()
         );
-        assert_eq!(parse("null").unwrap_err(), ParseError::NoData);
+        for data in ["null", "[1,{}]", r#""gen-1""#, "7", "true"] {
+            assert_eq!(parse(data).unwrap_err(), ParseError::NoData, "{data}");
+        }
+        assert_eq!(
+            parse_generation("{}", "gen-1", "r", 0).unwrap_err(),
+            ParseError::NoData
+        );
         assert_eq!(parse(r#"{"model":"x"}"#).unwrap_err(), ParseError::NoId);
         let mismatch = parse(r#"{"id":"gen-2"}"#).unwrap_err();
         assert!(!mismatch.is_transient());
