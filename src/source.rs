@@ -173,7 +173,7 @@ pub enum SourceError {
 }
 
 /// IDs decided by the ledger in one transaction.
-const ADMIT_BATCH: usize = 1024;
+const ADMIT_BATCH: usize = 8192;
 
 /// Invalid lines read between ticks (the daemon's stdin), waiting for the next
 /// run to record them.
