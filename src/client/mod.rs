@@ -7,6 +7,7 @@ mod counters;
 mod outcome;
 mod retry;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -384,7 +385,10 @@ impl Client {
                 };
             }
         };
-        let body = String::from_utf8_lossy(&body);
+        let body = match std::str::from_utf8(&body) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&body),
+        };
         if is_transient_status(code) {
             return Answer::Transient {
                 status: Some(code),

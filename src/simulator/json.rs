@@ -19,10 +19,23 @@ impl io::Write for StrSink<'_> {
     }
 }
 
+/// Bytes that a JSON string cannot hold as they are.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Appends `s` as a quoted, escaped JSON string.
 pub(crate) fn push_str(out: &mut String, s: &str) {
     // Most values need no escaping; serde_json would copy them unchanged, so skip it.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
         out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
@@ -80,7 +93,7 @@ impl<'a> Obj<'a> {
         match value {
             // Writing into a String cannot fail.
             Some(v) => {
-                let _ = write!(self.key(key), "{v}");
+                self.raw(key, itoa::Buffer::new().format(v));
             }
             None => self.raw(key, "null"),
         }
@@ -89,6 +102,10 @@ impl<'a> Obj<'a> {
     /// Rust prints finite floats in shortest round-trip form without exponent: `1234`, `1234.5`.
     pub(crate) fn opt_f64(&mut self, key: &str, value: Option<f64>) {
         match value {
+            // Whole numbers are most of them, and integer printing is cheap.
+            Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => {
+                self.raw(key, itoa::Buffer::new().format(v as i64));
+            }
             Some(v) if v.is_finite() => {
                 let _ = write!(self.key(key), "{v}");
             }
