@@ -33,7 +33,7 @@ use crate::source::{Carried, IdSource, ReadMode, SourceCounts, SourceItem};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{Counts, RunReport, peak_rss_bytes};
 
-/// IDs queued between the source and the dispatcher.
+/// IDs queued between the source and the dispatcher, in chunks.
 const SOURCE_QUEUE: usize = 1024;
 /// Outcomes queued between the fetch tasks and the sink.
 const SINK_QUEUE: usize = 2048;
@@ -254,7 +254,7 @@ async fn pipeline(
     live: &Arc<LiveCounts>,
 ) -> anyhow::Result<(SourceCounts, SinkOutput)> {
     let out_dir = &settings.output.dir;
-    let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE);
+    let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE / crate::source::CHUNK);
     let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
     let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no, mode);
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
@@ -338,52 +338,58 @@ struct Fanout {
 /// waiting out a backoff hold a slot but no connection). Stops taking IDs when
 /// the run is stopped, then waits for the outstanding ones.
 async fn dispatch(
-    mut source: mpsc::Receiver<SourceItem>,
+    mut source: mpsc::Receiver<Vec<SourceItem>>,
     fanout: Fanout,
     stop: &Stop,
     concurrency: usize,
 ) {
     let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
     let mut tasks = JoinSet::new();
-    loop {
-        let item = tokio::select! {
+    'chunks: loop {
+        let chunk = tokio::select! {
             biased;
             _ = stop.stopped() => break,
-            item = source.recv() => match item { Some(item) => item, None => break },
+            chunk = source.recv() => match chunk { Some(chunk) => chunk, None => break },
         };
-        while tasks.try_join_next().is_some() {}
-        if let SourceItem::Invalid {
-            input,
-            line,
-            reason,
-        } = item
-        {
-            let message = format!("{input} line {line}: {reason}");
-            let row = FailureRow {
-                id: String::new(),
-                line: Some(line),
-                reason: Reason::InvalidId,
-                http_status: None,
-                attempts: 0,
-                message,
-            };
-            if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
-                break;
+        for item in chunk {
+            // IDs of a chunk not dispatched stay pending in the ledger.
+            if stop.is_stopped() {
+                break 'chunks;
             }
-            continue;
+            while tasks.try_join_next().is_some() {}
+            if let SourceItem::Invalid {
+                input,
+                line,
+                reason,
+            } = item
+            {
+                let message = format!("{input} line {line}: {reason}");
+                let row = FailureRow {
+                    id: String::new(),
+                    line: Some(line),
+                    reason: Reason::InvalidId,
+                    http_status: None,
+                    attempts: 0,
+                    message,
+                };
+                if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
+                    break 'chunks;
+                }
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break 'chunks;
+            };
+            let (client, sink, live) = (
+                fanout.client.clone(),
+                fanout.sink.clone(),
+                fanout.live.clone(),
+            );
+            tasks.spawn(async move {
+                fetch_item(item, &client, &sink, &live).await;
+                drop(permit);
+            });
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (client, sink, live) = (
-            fanout.client.clone(),
-            fanout.sink.clone(),
-            fanout.live.clone(),
-        );
-        tasks.spawn(async move {
-            fetch_item(item, &client, &sink, &live).await;
-            drop(permit);
-        });
     }
     // Dropping the receiver ends the source; IDs it had not sent stay untouched.
     drop(source);

@@ -175,6 +175,40 @@ pub enum SourceError {
 /// IDs decided by the ledger in one transaction.
 const ADMIT_BATCH: usize = 8192;
 
+/// Items per hand-off to the dispatcher.
+pub const CHUNK: usize = 256;
+
+/// Sends items to the dispatcher in chunks: one channel hand-off, and at most
+/// one thread wake-up, per chunk instead of per ID.
+pub struct ItemSender {
+    tx: mpsc::Sender<Vec<SourceItem>>,
+    chunk: Vec<SourceItem>,
+}
+
+impl ItemSender {
+    pub fn new(tx: mpsc::Sender<Vec<SourceItem>>) -> ItemSender {
+        ItemSender {
+            tx,
+            chunk: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// False when the dispatcher is gone.
+    fn send(&mut self, item: SourceItem) -> bool {
+        self.chunk.push(item);
+        self.chunk.len() < CHUNK || self.flush()
+    }
+
+    /// Hands over what is gathered; false when the dispatcher is gone.
+    fn flush(&mut self) -> bool {
+        if self.chunk.is_empty() {
+            return true;
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(chunk).is_ok()
+    }
+}
+
 /// Invalid lines read between ticks (the daemon's stdin), waiting for the next
 /// run to record them.
 pub type Carried = Arc<Mutex<VecDeque<SourceItem>>>;
@@ -231,13 +265,20 @@ impl IdSource {
     /// Reads every input to its end (or, in daemon mode, every queue file to
     /// its last complete line) on the calling (blocking) thread, sending items
     /// into `tx`. Stops early, without error, when the receiver is gone.
-    pub fn run(mut self, tx: mpsc::Sender<SourceItem>) -> Result<SourceCounts, SourceError> {
+    pub fn run(mut self, tx: mpsc::Sender<Vec<SourceItem>>) -> Result<SourceCounts, SourceError> {
+        let mut tx = ItemSender::new(tx);
+        let result = self.read_all(&mut tx);
+        tx.flush();
+        result
+    }
+
+    fn read_all(&mut self, tx: &mut ItemSender) -> Result<SourceCounts, SourceError> {
         if let Some(carried) = self.mode.carried.clone() {
             loop {
                 let item = carried.lock().map(|mut q| q.pop_front()).ok().flatten();
                 let Some(item) = item else { break };
                 self.counts.invalid += 1;
-                if tx.blocking_send(item).is_err() {
+                if !tx.send(item) {
                     return Ok(self.counts);
                 }
             }
@@ -246,13 +287,13 @@ impl IdSource {
             let mut queues = queues.lock().map_err(|_| SourceError::Poisoned)?;
             for index in 0..queues.len() {
                 for segment in queues.segments(index, &self.ledger)? {
-                    if !self.read_segment(segment, &tx)? {
+                    if !self.read_segment(segment, tx)? {
                         return Ok(self.counts);
                     }
                 }
             }
             drop(queues);
-            self.send_leftovers(&tx)?;
+            self.send_leftovers(tx)?;
             return Ok(self.counts);
         }
         for index in 0..self.inputs.len() {
@@ -267,19 +308,15 @@ impl IdSource {
                 }
             };
             let reader = BufReader::with_capacity(1 << 16, reader);
-            if !self.read_lines(&input.name(), reader, None, tx.clone())? {
+            if !self.read_lines(&input.name(), reader, None, tx)? {
                 return Ok(self.counts);
             }
         }
-        self.send_leftovers(&tx)?;
+        self.send_leftovers(tx)?;
         Ok(self.counts)
     }
 
-    fn read_segment(
-        &mut self,
-        segment: Segment,
-        tx: &mpsc::Sender<SourceItem>,
-    ) -> Result<bool, SourceError> {
+    fn read_segment(&mut self, segment: Segment, tx: &mut ItemSender) -> Result<bool, SourceError> {
         let Segment {
             mut file,
             start,
@@ -297,7 +334,7 @@ impl IdSource {
             finished,
         };
         let reader = BufReader::with_capacity(1 << 16, file);
-        self.read_lines(&name, reader, Some(tail), tx.clone())
+        self.read_lines(&name, reader, Some(tail), tx)
     }
 
     /// Reads lines to the end of `reader`; with `tail`, only complete lines,
@@ -308,9 +345,8 @@ impl IdSource {
         name: &str,
         mut reader: impl BufRead,
         mut tail: Option<Tail>,
-        tx: mpsc::Sender<SourceItem>,
+        tx: &mut ItemSender,
     ) -> Result<bool, SourceError> {
-        let tx = &tx;
         let mut buf = Vec::with_capacity(128);
         let mut line_no = tail.as_ref().map_or(0, |t| t.at.lines);
         loop {
@@ -336,14 +372,12 @@ impl IdSource {
                 LineKind::Skip => {}
                 LineKind::Invalid(reason) => {
                     self.counts.invalid += 1;
-                    if tx
-                        .blocking_send(SourceItem::Invalid {
-                            input: name.to_owned(),
-                            line: line_no,
-                            reason,
-                        })
-                        .is_err()
-                    {
+                    let item = SourceItem::Invalid {
+                        input: name.to_owned(),
+                        line: line_no,
+                        reason,
+                    };
+                    if !tx.send(item) {
                         return Ok(false);
                     }
                 }
@@ -367,7 +401,7 @@ impl IdSource {
     /// (`last`) it is saved even when no IDs are batched.
     fn admit_batch(
         &mut self,
-        tx: &mpsc::Sender<SourceItem>,
+        tx: &mut ItemSender,
         offset: Option<&QueueOffset>,
         last: bool,
     ) -> Result<bool, SourceError> {
@@ -404,24 +438,23 @@ impl IdSource {
             };
             self.counts.ids += 1;
             self.counts.to_fetch += 1;
-            if tx
-                .blocking_send(SourceItem::Id {
-                    id,
-                    line: Some(line),
-                    first_seen_micros,
-                    content: self.mode.content && content_due,
-                })
-                .is_err()
-            {
+            let item = SourceItem::Id {
+                id,
+                line: Some(line),
+                first_seen_micros,
+                content: self.mode.content && content_due,
+            };
+            if !tx.send(item) {
                 return Ok(false);
             }
         }
-        Ok(true)
+        // A slow input (a pipe) must not hold admitted IDs back.
+        Ok(tx.flush())
     }
 
     /// Sends the IDs earlier runs left pending that the input did not list;
     /// then, with content on, the exported IDs whose content is still due.
-    fn send_leftovers(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<(), SourceError> {
+    fn send_leftovers(&mut self, tx: &mut ItemSender) -> Result<(), SourceError> {
         let mut after = String::new();
         loop {
             let leftovers = self
@@ -438,7 +471,7 @@ impl IdSource {
                     first_seen_micros: left.first_seen_micros,
                     content: self.mode.content && left.content_due,
                 };
-                if tx.blocking_send(item).is_err() {
+                if !tx.send(item) {
                     return Ok(());
                 }
             }
@@ -451,7 +484,7 @@ impl IdSource {
 
     /// Sends the IDs whose metadata is exported and whose content is due
     /// (never fetched, or left pending), except those this run already took.
-    fn send_content_leftovers(&mut self, tx: &mpsc::Sender<SourceItem>) -> Result<(), SourceError> {
+    fn send_content_leftovers(&mut self, tx: &mut ItemSender) -> Result<(), SourceError> {
         let mut after = String::new();
         loop {
             let leftovers = self
@@ -468,7 +501,7 @@ impl IdSource {
                     first_seen_micros: left.first_seen_micros,
                     created_at: left.created_at,
                 };
-                if tx.blocking_send(item).is_err() {
+                if !tx.send(item) {
                     return Ok(());
                 }
             }
@@ -616,11 +649,15 @@ mod tests {
         let run_no = ledger.begin_run("r", "0", "now").unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
         let mut source = IdSource::new(vec![Input::Stdin], ledger, run_no, ReadMode::default());
-        source.read_lines("stdin", bytes, None, tx.clone()).unwrap();
-        drop(tx);
+        let mut sender = ItemSender::new(tx);
+        source
+            .read_lines("stdin", bytes, None, &mut sender)
+            .unwrap();
+        sender.flush();
+        drop(sender);
         let mut items = Vec::new();
-        while let Ok(item) = rx.try_recv() {
-            items.push(item);
+        while let Ok(chunk) = rx.try_recv() {
+            items.extend(chunk);
         }
         (items, source.counts)
     }
@@ -682,9 +719,11 @@ mod tests {
         };
         IdSource::new(vec![], ledger, run_no, mode).run(tx).unwrap();
         let mut ids = Vec::new();
-        while let Ok(item) = rx.try_recv() {
-            if let SourceItem::Id { id, .. } = item {
-                ids.push(id);
+        while let Ok(chunk) = rx.try_recv() {
+            for item in chunk {
+                if let SourceItem::Id { id, .. } = item {
+                    ids.push(id);
+                }
             }
         }
         ids
