@@ -490,10 +490,12 @@ impl Ledger {
                     params![file_id],
                 )?;
             } else {
+                // In key order, so neighbouring IDs share B-tree pages.
                 tx.execute(
                     "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
-                     created_at = file_rows.created_at
-                     FROM file_rows WHERE file_rows.file_id = ?1 AND ids.id = file_rows.id",
+                     created_at = f.created_at
+                     FROM (SELECT id, created_at FROM file_rows WHERE file_id = ?1 ORDER BY id) AS f
+                     WHERE ids.id = f.id",
                     params![file_id],
                 )?;
             }

@@ -402,13 +402,24 @@ impl<'a> Fields<'a> {
             return None;
         }
         rest.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = String::from("{");
+        let size: usize = rest
+            .iter()
+            .map(|(k, raw)| k.len() + raw.get().len() + 4)
+            .sum();
+        let mut out = String::with_capacity(size + 2);
+        out.push('{');
         for (i, (key, raw)) in rest.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            // Serialising a `&str` cannot fail.
-            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            if key.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+                // Serialising a `&str` cannot fail.
+                out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            } else {
+                out.push('"');
+                out.push_str(key);
+                out.push('"');
+            }
             out.push(':');
             out.push_str(raw.get());
         }
@@ -484,10 +495,11 @@ mod tests {
     #[test]
     fn escaped_keys_and_strings_are_unescaped() {
         let g = parse(
-            r#"{"i\u0064":"gen-1","model":"a\"b\u00e9","created_at":"2024-07-15T23:33:19Z"}"#,
+            r#"{"i\u0064":"gen-1","model":"a\"b\u00e9","created_at":"2024-07-15T23:33:19Z","q\"k":1,"plain":2}"#,
         )
         .unwrap();
         assert_eq!(g.model.as_deref(), Some("a\"bé"));
+        assert_eq!(g.extra.as_deref(), Some(r#"{"plain":2,"q\"k":1}"#));
         assert_eq!(g.created_at, Some(1_721_086_399_000_000));
     }
 
