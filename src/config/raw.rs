@@ -156,7 +156,7 @@ impl Default for RawOutput {
         RawOutput {
             dir: PathBuf::from("genledger-out"),
             format: Format::Parquet,
-            max_rows_per_file: 1_000_000,
+            max_rows_per_file: 250_000,
             money: MoneyMode::Decimal,
             compression: Compression::Zstd,
         }
