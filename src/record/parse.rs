@@ -319,9 +319,7 @@ impl<'a> Fields<'a> {
         // Enums are open strings, and a number where a string was expected is
         // still the value the API meant.
         self.convert(key, |raw| match raw.as_bytes().first() {
-            Some(b'"') => unquote(raw)
-                .map(str::to_owned)
-                .or_else(|| serde_json::from_str(raw).ok()),
+            Some(b'"') => string(raw).map(Cow::into_owned),
             Some(b'[' | b'{') | None => None,
             Some(_) => Some(raw.to_owned()),
         })
@@ -354,10 +352,7 @@ impl<'a> Fields<'a> {
 
     fn timestamp(&mut self, key: Key) -> Option<i64> {
         self.convert(key, |raw| {
-            let text: Cow<'_, str> = match unquote(raw) {
-                Some(plain) if raw.starts_with('"') => Cow::Borrowed(plain),
-                _ => Cow::Owned(serde_json::from_str::<String>(raw).ok()?),
-            };
+            let text = string(raw)?;
             let parsed = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
             Some(parsed.timestamp_micros())
         })
@@ -425,6 +420,18 @@ impl<'a> Fields<'a> {
         }
         out.push('}');
         Some(out)
+    }
+}
+
+/// A JSON string's value, borrowed when it needs no unescaping; `None` for
+/// anything that is not a string.
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.starts_with('"') {
+        return None;
+    }
+    match unquote(raw) {
+        Some(plain) => Some(Cow::Borrowed(plain)),
+        None => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
