@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::ledger::{Admission, Ledger, LedgerError, QueueOffset};
+use crate::ledger::{Admission, Ledger, LedgerError, Leftover, QueueOffset};
 use crate::queue::{QueueFiles, Segment};
 use crate::shard::Shard;
 
@@ -208,6 +208,9 @@ impl ItemSender {
         self.tx.blocking_send(chunk).is_ok()
     }
 }
+
+/// A ledger query that hands out one page of leftovers: `(run_no, after, limit)`.
+type TakePage = fn(&mut Ledger, i64, &str, usize) -> Result<Vec<Leftover>, LedgerError>;
 
 /// Invalid lines read between ticks (the daemon's stdin), waiting for the next
 /// run to record them.
@@ -453,56 +456,51 @@ impl IdSource {
     }
 
     /// Sends the IDs earlier runs left pending that the input did not list;
-    /// then, with content on, the exported IDs whose content is still due.
+    /// then, with content on, the exported IDs whose content is still due
+    /// (never fetched, or left pending), except those this run already took.
     fn send_leftovers(&mut self, tx: &mut ItemSender) -> Result<(), SourceError> {
-        let mut after = String::new();
-        loop {
-            let leftovers = self
-                .ledger
-                .take_leftovers(self.run_no, &after, ADMIT_BATCH)?;
-            let Some(last) = leftovers.last() else { break };
-            after.clone_from(&last.id);
-            for left in leftovers {
-                self.counts.resumed += 1;
-                self.counts.to_fetch += 1;
-                let item = SourceItem::Id {
-                    id: left.id,
-                    line: None,
-                    first_seen_micros: left.first_seen_micros,
-                    content: self.mode.content && left.content_due,
-                };
-                if !tx.send(item) {
-                    return Ok(());
-                }
+        let content = self.mode.content;
+        let sent = self.send_pages(tx, Ledger::take_leftovers, |counts, left| {
+            counts.resumed += 1;
+            counts.to_fetch += 1;
+            SourceItem::Id {
+                id: left.id,
+                line: None,
+                first_seen_micros: left.first_seen_micros,
+                content: content && left.content_due,
             }
-        }
-        if self.mode.content {
-            self.send_content_leftovers(tx)?;
+        })?;
+        if sent && content {
+            self.send_pages(tx, Ledger::take_content_leftovers, |counts, left| {
+                counts.content_only += 1;
+                SourceItem::ContentOnly {
+                    id: left.id,
+                    first_seen_micros: left.first_seen_micros,
+                    created_at: left.created_at,
+                }
+            })?;
         }
         Ok(())
     }
 
-    /// Sends the IDs whose metadata is exported and whose content is due
-    /// (never fetched, or left pending), except those this run already took.
-    fn send_content_leftovers(&mut self, tx: &mut ItemSender) -> Result<(), SourceError> {
+    /// Pages through what `take` hands out in ID order, sending each as
+    /// `item` makes it. False when the dispatcher is gone.
+    fn send_pages(
+        &mut self,
+        tx: &mut ItemSender,
+        take: TakePage,
+        item: impl Fn(&mut SourceCounts, Leftover) -> SourceItem,
+    ) -> Result<bool, SourceError> {
         let mut after = String::new();
         loop {
-            let leftovers = self
-                .ledger
-                .take_content_leftovers(self.run_no, &after, ADMIT_BATCH)?;
+            let leftovers = take(&mut self.ledger, self.run_no, &after, ADMIT_BATCH)?;
             let Some(last) = leftovers.last() else {
-                return Ok(());
+                return Ok(true);
             };
             after.clone_from(&last.id);
             for left in leftovers {
-                self.counts.content_only += 1;
-                let item = SourceItem::ContentOnly {
-                    id: left.id,
-                    first_seen_micros: left.first_seen_micros,
-                    created_at: left.created_at,
-                };
-                if !tx.send(item) {
-                    return Ok(());
+                if !tx.send(item(&mut self.counts, left)) {
+                    return Ok(false);
                 }
             }
         }
