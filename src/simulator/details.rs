@@ -1,7 +1,7 @@
 //! The optional detail fields of a generation record: routing, usage, timing and extras.
 
 use super::dice::IdDice;
-use super::json::Obj;
+use super::json::{Obj, push_dec, push_hex, text};
 use super::pricing::{Model, Money, Tokens};
 use super::record::SimGeneration;
 
@@ -40,27 +40,36 @@ pub(crate) fn fill_routing(g: &mut SimGeneration, d: &mut IdDice, model: &Model)
     g.router = d.percent(10).then(|| "openrouter/auto".to_owned());
     let tag = d.next_u64();
     g.upstream_id = match provider {
-        "Anthropic" => Some(format!("msg_01{tag:016x}")),
+        "Anthropic" => Some(text("msg_01", |t| push_hex(t, tag, 16))),
         _ if d.percent(5) => None,
-        _ => Some(format!("chatcmpl-{tag:016x}")),
+        _ => Some(text("chatcmpl-", |t| push_hex(t, tag, 16))),
     };
-    g.external_user = d.percent(20).then(|| format!("user-{}", d.below(500)));
+    g.external_user = d
+        .percent(20)
+        .then(|| text("user-", |t| push_dec(t, d.below(500), 0)));
     let (a, b) = (d.next_u64(), d.next_u64());
     if !g.absent.session_id && d.percent(50) {
-        g.session_id = Some(format!("sess-{:012x}", a >> 16));
+        g.session_id = Some(text("sess-", |t| push_hex(t, a >> 16, 12)));
     }
     if !g.absent.request_id && d.percent(70) {
-        g.request_id = Some(format!("req-{a:016x}{:04x}", b >> 48));
+        g.request_id = Some(text("req-", |t| {
+            push_hex(t, a, 16);
+            push_hex(t, b >> 48, 4);
+        }));
     }
     g.workspace_id = d.percent(60).then(|| {
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            a >> 16 & 0xffff,
-            a & 0xfff,
-            b >> 52,
-            b & 0xffff_ffff_ffff
-        )
+        // A version-4 UUID: 8-4-4-4-12 hex digits.
+        text("", |t| {
+            push_hex(t, a >> 32, 8);
+            t.push('-');
+            push_hex(t, a >> 16 & 0xffff, 4);
+            t.push_str("-4");
+            push_hex(t, a & 0xfff, 3);
+            t.push_str("-a");
+            push_hex(t, b >> 52, 3);
+            t.push('-');
+            push_hex(t, b & 0xffff_ffff_ffff, 12);
+        })
     });
     g.preset_id = d.percent(5).then(|| "@preset/summariser".to_owned());
     g.app_id = d.percent(40).then(|| d.range(1_000, 2_000_000) as i64);
@@ -121,11 +130,12 @@ pub(crate) fn fill_usage(
     g.upstream_inference_cost = money.upstream;
     g.cache_discount = money.discount;
     if money.cache_hit && !g.absent.response_cache_source_id {
-        g.response_cache_source_id = Some(format!(
-            "gen-{}-cache{:016x}",
-            1_760_000_000 + d.below(5_000_000),
-            d.next_u64()
-        ));
+        let (second, tag) = (1_760_000_000 + d.below(5_000_000), d.next_u64());
+        g.response_cache_source_id = Some(text("gen-", |t| {
+            push_dec(t, second, 0);
+            t.push_str("-cache");
+            push_hex(t, tag, 16);
+        }));
     }
 }
 
@@ -173,18 +183,24 @@ pub(crate) fn fill_extras(g: &mut SimGeneration, d: &mut IdDice, model: &Model) 
 }
 
 fn provider_response(out: &mut String, d: &mut IdDice, model: &Model, status: i64) {
+    // Hex digits and model slugs need no escaping: written in place.
     let mut obj = Obj::open(out);
-    obj.str("id", &format!("gen-attempt-{:012x}", d.next_u64() >> 16));
-    obj.str("endpoint_id", &format!("{:016x}", d.next_u64()));
-    obj.str(
-        "model_permaslug",
-        &format!(
-            "{}-2025{:02}{:02}",
-            model.slug,
-            1 + d.below(12),
-            1 + d.below(28)
-        ),
-    );
+    let value = obj.key("id");
+    value.push_str("\"gen-attempt-");
+    push_hex(value, d.next_u64() >> 16, 12);
+    value.push('"');
+    let value = obj.key("endpoint_id");
+    value.push('"');
+    push_hex(value, d.next_u64(), 16);
+    value.push('"');
+    let (month, day) = (1 + d.below(12), 1 + d.below(28));
+    let value = obj.key("model_permaslug");
+    value.push('"');
+    value.push_str(model.slug);
+    value.push_str("-2025");
+    push_dec(value, month, 2);
+    push_dec(value, day, 2);
+    value.push('"');
     obj.str("provider_name", d.pick(model.providers));
     obj.opt_i64("status", Some(status));
     obj.opt_i64("latency", Some(d.range(80, 3_000) as i64));

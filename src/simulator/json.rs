@@ -46,6 +46,44 @@ pub(crate) fn push_str(out: &mut String, s: &str) {
     serde_json::to_writer(StrSink(out), s).expect("writing JSON into a String cannot fail");
 }
 
+/// Appends `value` in lowercase hex, zero-padded to `width` digits, as
+/// `{value:0width$x}` would, without the formatting machinery (it runs for
+/// several fields of every answer).
+pub(crate) fn push_hex(out: &mut String, value: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [b'0'; 16];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = DIGITS[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    let padding = width.saturating_sub(digits.len() - start);
+    out.extend(std::iter::repeat_n('0', padding));
+    out.extend(digits[start..].iter().map(|&b| char::from(b)));
+}
+
+/// Appends `value` in decimal, zero-padded to `width` digits, as
+/// `{value:0width$}` would.
+pub(crate) fn push_dec(out: &mut String, value: u64, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let text = buffer.format(value);
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(text.len())));
+    out.push_str(text);
+}
+
+/// A new string of `prefix` followed by what `rest` appends.
+pub(crate) fn text(prefix: &str, rest: impl FnOnce(&mut String)) -> String {
+    let mut out = String::with_capacity(prefix.len() + 32);
+    out.push_str(prefix);
+    rest(&mut out);
+    out
+}
+
 /// Writes the members of one JSON object, inserting commas as needed.
 pub(crate) struct Obj<'a> {
     out: &'a mut String,
@@ -58,15 +96,32 @@ impl<'a> Obj<'a> {
         Self { out, empty: true }
     }
 
-    /// Writes `"key":` and hands back the buffer for the value.
+    /// Writes `"key":` and hands back the buffer for the value. Keys are the
+    /// simulator's own names, none of which needs escaping, so they are
+    /// copied without the scan every value gets.
     pub(crate) fn key(&mut self, key: &str) -> &mut String {
+        debug_assert!(!key.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]));
         if !self.empty {
             self.out.push(',');
         }
         self.empty = false;
-        push_str(self.out, key);
-        self.out.push(':');
+        self.out.reserve(key.len() + 3);
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
         self.out
+    }
+
+    /// A member whose name comes from data, not from the simulator: the name
+    /// is escaped like any value.
+    pub(crate) fn raw_named(&mut self, name: &str, raw: &str) {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        push_str(self.out, name);
+        self.out.push(':');
+        self.out.push_str(raw);
     }
 
     pub(crate) fn str(&mut self, key: &str, value: &str) {
@@ -132,6 +187,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn number_texts_match_the_formatter() {
+        for value in [
+            0,
+            1,
+            9,
+            10,
+            0xabc,
+            4_095,
+            123_456_789,
+            u64::MAX >> 12,
+            u64::MAX,
+        ] {
+            for width in [0, 1, 3, 4, 6, 12, 16, 20] {
+                let mut hex = String::new();
+                push_hex(&mut hex, value, width);
+                assert_eq!(hex, format!("{value:0width$x}"), "{value} {width}");
+                let mut dec = String::new();
+                push_dec(&mut dec, value, width);
+                assert_eq!(dec, format!("{value:0width$}"), "{value} {width}");
+            }
+        }
+    }
+
+    #[test]
     fn writes_escaped_object() {
         let mut out = String::new();
         let mut obj = Obj::open(&mut out);
@@ -142,6 +221,7 @@ mod tests {
         obj.opt_f64("e", Some(1234.5));
         obj.opt_bool("f", Some(true));
         obj.raw("g", "[1,2]");
+        obj.raw_named("h \"x\"", "3");
         obj.close();
         let parsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(parsed["a"], "quote \" newline \n café ✓ \u{1}");
@@ -152,5 +232,6 @@ mod tests {
         assert_eq!(parsed["e"].as_f64(), Some(1234.5));
         assert_eq!(parsed["f"], true);
         assert_eq!(parsed["g"][1], 2);
+        assert_eq!(parsed["h \"x\""], 3);
     }
 }

@@ -1,6 +1,7 @@
 //! The simulated price list: models with per-token prices, token draws and money texts.
 
 use super::dice::IdDice;
+use super::json::{push_dec, text};
 
 /// Picodollars per dollar: prices and costs stay integers until they are printed.
 const PICO: u64 = 1_000_000_000_000;
@@ -213,7 +214,9 @@ impl Money {
         let discount = if discount > 0 {
             // Cache writes are billed extra by some providers: a negative discount.
             let sign = if d.percent(20) { "-" } else { "" };
-            Some(format!("{sign}{}", pico_text(discount)))
+            let mut text = pico_text(discount);
+            text.insert_str(0, sign);
+            Some(text)
         } else {
             d.percent(30).then(|| "0".to_owned())
         };
@@ -229,13 +232,15 @@ impl Money {
 /// Prints picodollars as a plain decimal without trailing zeros: `0.00015`, `2`.
 pub(crate) fn pico_text(pico: u64) -> String {
     let (whole, frac) = (pico / PICO, pico % PICO);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let mut text = format!("{whole}.{frac:012}");
-    let kept = text.trim_end_matches('0').len();
-    text.truncate(kept);
-    text
+    text("", |t| {
+        push_dec(t, whole, 0);
+        if frac != 0 {
+            t.push('.');
+            push_dec(t, frac, 12);
+            let kept = t.trim_end_matches('0').len();
+            t.truncate(kept);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Datelike, Timelike};
 
 use super::details::{fill_extras, fill_routing, fill_timing, fill_usage};
 use super::dice::{IdDice, id_unix_seconds};
-use super::json::Obj;
+use super::json::{Obj, push_dec, text};
 use super::pricing::{MODELS, Money, Tokens};
 
 pub use super::content::{SimContent, content};
@@ -86,17 +86,29 @@ fn created_at(id: &str, d: &mut IdDice) -> String {
         .unwrap_or(in_2025);
     // Field accessors instead of a strftime pattern: this runs once per served record.
     let Some(t) = DateTime::from_timestamp(secs, 0) else {
-        return format!("2025-01-01T00:00:00.{micros:06}{zone}");
+        return text("2025-01-01T00:00:00.", |out| {
+            push_dec(out, micros, 6);
+            out.push_str(zone);
+        });
     };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}{zone}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    // The year is 1970 to 9999: `secs` is in range and not negative.
+    let year = u64::try_from(t.year()).unwrap_or(0);
+    let parts = [
+        (year, 4, '-'),
+        (u64::from(t.month()), 2, '-'),
+        (u64::from(t.day()), 2, 'T'),
+        (u64::from(t.hour()), 2, ':'),
+        (u64::from(t.minute()), 2, ':'),
+        (u64::from(t.second()), 2, '.'),
+    ];
+    text("", |out| {
+        for (value, width, then) in parts {
+            push_dec(out, value, width);
+            out.push(then);
+        }
+        push_dec(out, micros, 6);
+        out.push_str(zone);
+    })
 }
 
 fn some(text: &str) -> Option<String> {
@@ -197,7 +209,7 @@ impl SimGeneration {
         o.opt_str("origin", s(&self.origin));
         o.opt_raw("usage", s(&self.usage));
         for (name, raw) in &self.unknown {
-            o.raw(name, raw);
+            o.raw_named(name, raw);
         }
         o.opt_bool("is_byok", self.is_byok);
         o.opt_str("native_finish_reason", s(&self.native_finish_reason));
