@@ -273,7 +273,16 @@ async fn pipeline(
         sink: sink_tx,
         live: live.clone(),
     };
-    dispatch(source_rx, fanout, stop, settings.fetch.concurrency).await;
+    // On a worker thread, not the thread that waits for the run: each finished
+    // fetch wakes the dispatcher, and waking a worker that is already running
+    // costs no system call, while waking the waiting thread costs two.
+    let dispatcher = tokio::spawn(dispatch(
+        source_rx,
+        fanout,
+        stop.clone(),
+        settings.fetch.concurrency,
+    ));
+    let dispatched = dispatcher.await;
 
     let source_result = source_task.await;
     let output = match sink_thread.join() {
@@ -282,6 +291,11 @@ async fn pipeline(
         }
         Err(_) => anyhow::bail!("the sink thread panicked; files already committed are complete"),
     };
+    if dispatched.is_err() {
+        anyhow::bail!(
+            "the dispatcher panicked; files already committed are complete and unfinished IDs stay pending"
+        );
+    }
     let source_counts = match source_result {
         Ok(Ok(counts)) => counts,
         Ok(Err(e)) => {
@@ -340,7 +354,7 @@ struct Fanout {
 async fn dispatch(
     mut source: mpsc::Receiver<Vec<SourceItem>>,
     fanout: Fanout,
-    stop: &Stop,
+    stop: Arc<Stop>,
     concurrency: usize,
 ) {
     let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
