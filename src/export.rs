@@ -563,6 +563,8 @@ fn snapshot(live: &LiveCounts, requests: &RequestCounters, pacer: &Pacer) -> Sna
         exported,
         failed,
         pending,
+        content_exported: live.content_exported.load(Ordering::Relaxed),
+        content_failed: live.content_failed.load(Ordering::Relaxed),
         requests: requests.requests.load(Ordering::Relaxed),
         rate_limited: requests.rate_limited.load(Ordering::Relaxed),
         rate: pacer.rate(),

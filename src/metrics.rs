@@ -29,6 +29,8 @@ pub struct DaemonMetrics {
     pub pacer: Arc<Pacer>,
     exported: AtomicU64,
     failed: AtomicU64,
+    content_exported: AtomicU64,
+    content_failed: AtomicU64,
     ticks_ok: AtomicU64,
     ticks_failed: AtomicU64,
     ticks_skipped: AtomicU64,
@@ -59,6 +61,8 @@ impl DaemonMetrics {
             pacer,
             exported: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            content_exported: AtomicU64::new(0),
+            content_failed: AtomicU64::new(0),
             ticks_ok: AtomicU64::new(0),
             ticks_failed: AtomicU64::new(0),
             ticks_skipped: AtomicU64::new(0),
@@ -73,6 +77,10 @@ impl DaemonMetrics {
     pub fn tick_done(&self, counts: &Counts, secs: f64, ledger: Option<(u64, u64, u64)>) {
         self.exported.fetch_add(counts.exported, Ordering::Relaxed);
         self.failed.fetch_add(counts.failed, Ordering::Relaxed);
+        self.content_exported
+            .fetch_add(counts.content_exported, Ordering::Relaxed);
+        self.content_failed
+            .fetch_add(counts.content_failed, Ordering::Relaxed);
         self.ticks_ok.fetch_add(1, Ordering::Relaxed);
         self.last_tick_secs.store(secs.to_bits(), Ordering::Relaxed);
         let now = std::time::SystemTime::now()
@@ -134,6 +142,16 @@ impl DaemonMetrics {
             "ids_failed",
             "IDs recorded as failed by this process (invalid lines included)",
             counter(load(&self.failed)),
+        );
+        registry.register(
+            "contents_exported",
+            "Generation contents (prompt and completion) exported by this process",
+            counter(load(&self.content_exported)),
+        );
+        registry.register(
+            "contents_failed",
+            "Generation contents recorded as failed by this process",
+            counter(load(&self.content_failed)),
         );
         let ticks = Family::<OutcomeLabel, Counter>::default();
         for (outcome, n) in [
@@ -242,4 +260,40 @@ async fn answer(
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn value(text: &str, name: &str) -> f64 {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text");
+        let sample = scrape.samples.iter().find(|s| s.metric == name);
+        match sample.map(|s| &s.value) {
+            // The parser reads an OpenMetrics `_total` sample as untyped.
+            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => *v,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_counts_add_up_over_ticks() {
+        let pacer = Arc::new(Pacer::new(10.0, NonZeroU32::MIN));
+        let metrics = DaemonMetrics::new(Arc::default(), pacer);
+        let tick = Counts {
+            exported: 5,
+            content_exported: 4,
+            content_failed: 1,
+            ..Counts::default()
+        };
+        metrics.tick_done(&tick, 0.5, None);
+        metrics.tick_done(&tick, 0.5, None);
+        let text = metrics.render();
+        assert_eq!(value(&text, "genledger_ids_exported_total"), 10.0);
+        assert_eq!(value(&text, "genledger_contents_exported_total"), 8.0);
+        assert_eq!(value(&text, "genledger_contents_failed_total"), 2.0);
+    }
 }

@@ -12,6 +12,9 @@ pub struct Snapshot {
     pub exported: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Contents exported and failed (both 0 unless content export is on).
+    pub content_exported: u64,
+    pub content_failed: u64,
     pub requests: u64,
     pub rate_limited: u64,
     pub rate: f64,
@@ -60,13 +63,54 @@ impl TerminalProgress {
 impl Progress for TerminalProgress {
     fn update(&self, s: &Snapshot) {
         self.bar.set_position(s.done);
-        self.bar.set_message(format!(
-            "exported {} · failed {} · pending {} · requests {} · 429s {} · rate {:.0}/s",
-            s.exported, s.failed, s.pending, s.requests, s.rate_limited, s.rate
-        ));
+        self.bar.set_message(message(s));
     }
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// The bar's text; content counts appear once there are any.
+fn message(s: &Snapshot) -> String {
+    let content = if s.content_exported + s.content_failed > 0 {
+        format!(
+            " · content {} exported, {} failed",
+            s.content_exported, s.content_failed
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "exported {} · failed {} · pending {}{content} · requests {} · 429s {} · rate {:.0}/s",
+        s.exported, s.failed, s.pending, s.requests, s.rate_limited, s.rate
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_shows_content_only_when_there_is_some() {
+        let mut s = Snapshot {
+            exported: 7,
+            failed: 1,
+            pending: 2,
+            requests: 12,
+            rate_limited: 3,
+            rate: 49.6,
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            message(&s),
+            "exported 7 · failed 1 · pending 2 · requests 12 · 429s 3 · rate 50/s"
+        );
+        s.content_exported = 5;
+        s.content_failed = 2;
+        assert_eq!(
+            message(&s),
+            "exported 7 · failed 1 · pending 2 · content 5 exported, 2 failed · requests 12 · 429s 3 · rate 50/s"
+        );
     }
 }
