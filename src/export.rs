@@ -282,6 +282,9 @@ async fn pipeline(
         stop.clone(),
         settings.fetch.concurrency,
     ));
+    // Dropping the run (a daemon giving up on a tick) stops the dispatcher
+    // and its fetches, as it would if the dispatcher ran in place.
+    let _abort = AbortOnDrop(dispatcher.abort_handle());
     let dispatched = dispatcher.await;
 
     let source_result = source_task.await;
@@ -338,6 +341,15 @@ fn report(
         manifest,
         stopped,
         peak_rss_bytes: peak_rss_bytes(),
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
