@@ -183,24 +183,18 @@ pub(crate) fn fill_extras(g: &mut SimGeneration, d: &mut IdDice, model: &Model) 
 }
 
 fn provider_response(out: &mut String, d: &mut IdDice, model: &Model, status: i64) {
-    // Hex digits and model slugs need no escaping: written in place.
     let mut obj = Obj::open(out);
-    let value = obj.key("id");
-    value.push_str("\"gen-attempt-");
-    push_hex(value, d.next_u64() >> 16, 12);
-    value.push('"');
-    let value = obj.key("endpoint_id");
-    value.push('"');
-    push_hex(value, d.next_u64(), 16);
-    value.push('"');
-    let (month, day) = (1 + d.below(12), 1 + d.below(28));
-    let value = obj.key("model_permaslug");
-    value.push('"');
-    value.push_str(model.slug);
-    value.push_str("-2025");
-    push_dec(value, month, 2);
-    push_dec(value, day, 2);
-    value.push('"');
+    obj.plain_str("id", |v| {
+        v.push_str("gen-attempt-");
+        push_hex(v, d.next_u64() >> 16, 12);
+    });
+    obj.plain_str("endpoint_id", |v| push_hex(v, d.next_u64(), 16));
+    obj.plain_str("model_permaslug", |v| {
+        v.push_str(model.slug);
+        v.push_str("-2025");
+        push_dec(v, 1 + d.below(12), 2);
+        push_dec(v, 1 + d.below(28), 2);
+    });
     obj.str("provider_name", d.pick(model.providers));
     obj.opt_i64("status", Some(status));
     obj.opt_i64("latency", Some(d.range(80, 3_000) as i64));

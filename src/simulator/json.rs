@@ -101,10 +101,7 @@ impl<'a> Obj<'a> {
     /// copied without the scan every value gets.
     pub(crate) fn key(&mut self, key: &str) -> &mut String {
         debug_assert!(!key.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]));
-        if !self.empty {
-            self.out.push(',');
-        }
-        self.empty = false;
+        self.next_member();
         self.out.reserve(key.len() + 3);
         self.out.push('"');
         self.out.push_str(key);
@@ -115,13 +112,29 @@ impl<'a> Obj<'a> {
     /// A member whose name comes from data, not from the simulator: the name
     /// is escaped like any value.
     pub(crate) fn raw_named(&mut self, name: &str, raw: &str) {
+        self.next_member();
+        push_str(self.out, name);
+        self.out.push(':');
+        self.out.push_str(raw);
+    }
+
+    /// The comma before every member but the first.
+    fn next_member(&mut self) {
         if !self.empty {
             self.out.push(',');
         }
         self.empty = false;
-        push_str(self.out, name);
-        self.out.push(':');
-        self.out.push_str(raw);
+    }
+
+    /// A string value that `write` appends in place, for text built from
+    /// digits and the simulator's own names, which needs no escaping.
+    pub(crate) fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        let out = self.key(key);
+        out.push('"');
+        let start = out.len();
+        write(out);
+        debug_assert!(!out[start..].bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]));
+        out.push('"');
     }
 
     pub(crate) fn str(&mut self, key: &str, value: &str) {
