@@ -12,6 +12,26 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The allocator settings that keep a million-ID export within its memory
+/// budget must be in force before mimalloc starts; its own report of its
+/// options (`MIMALLOC_VERBOSE`) shows whether they are.
+#[cfg(target_os = "linux")]
+#[test]
+fn allocator_returns_freed_memory_at_once_and_commits_on_demand() {
+    let out = genledger()
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = text(&out.stderr);
+    assert!(report.contains("option 'purge_delay': 0"), "{report}");
+    assert!(
+        report.contains("option 'arena_eager_commit': 0"),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn api_key_never_reaches_output_logs_or_files_even_at_trace() {
     let sim = start_sim(SimConfig {
