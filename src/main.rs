@@ -9,13 +9,6 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Positions in mimalloc 3.3's `mi_option_e`, which libmimalloc-sys does not
-/// name; its version is pinned in Cargo.toml so that they cannot move.
-#[cfg(target_os = "linux")]
-const MI_OPTION_ARENA_EAGER_COMMIT: libc::c_int = 4;
-#[cfg(target_os = "linux")]
-const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
-
 /// mimalloc's defaults trade memory for speed: freed pages go back to the
 /// system only after a delay, and its arenas are committed up front. With
 /// them a million-ID export peaked at 106-113 MiB; returning freed pages at
@@ -23,21 +16,29 @@ const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
 ///
 /// mimalloc reads its options when it starts, in a constructor that runs
 /// before `main` and before the first allocation; set from `main` they came
-/// too late (87 MiB). So this runs as a constructor too, from
+/// too late (87 MiB). So they are set from a constructor too, in
 /// `.init_array.00101`: the loader runs numbered entries first, in order,
 /// then plain constructors such as mimalloc's.
 #[cfg(target_os = "linux")]
-#[used]
-#[unsafe(link_section = ".init_array.00101")]
-static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+mod allocator_options {
+    use libmimalloc_sys::{mi_option_set, mi_option_t};
 
-#[cfg(target_os = "linux")]
-extern "C" fn tune_allocator() {
-    // SAFETY: mi_option_set only writes mimalloc's option table; it runs
-    // before any thread exists and before mimalloc reads the table.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+    /// Positions in mimalloc 3.3's `mi_option_e`, which libmimalloc-sys does
+    /// not name; its version is pinned in Cargo.toml so that they cannot move.
+    const ARENA_EAGER_COMMIT: mi_option_t = 4;
+    const PURGE_DELAY: mi_option_t = 15;
+
+    #[used]
+    #[unsafe(link_section = ".init_array.00101")]
+    static SET_BEFORE_MIMALLOC_STARTS: extern "C" fn() = set;
+
+    extern "C" fn set() {
+        // SAFETY: mi_option_set only writes mimalloc's option table; this runs
+        // before any thread exists and before mimalloc reads the table.
+        unsafe {
+            mi_option_set(PURGE_DELAY, 0);
+            mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
     }
 }
 
