@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{Client, Failure, Fetched, Reason, RequestCounters, RequestTotals};
 use crate::config::Settings;
-use crate::ledger::{IdStatus, Ledger, Reconciled, StateLock};
+use crate::ledger::{Checkpointer, IdStatus, Ledger, Reconciled, StateLock};
 use crate::limiter::Pacer;
 use crate::manifest::{Manifest, RunInfo};
 use crate::progress::{Progress, Snapshot};
@@ -254,13 +254,16 @@ async fn pipeline(
     live: &Arc<LiveCounts>,
 ) -> anyhow::Result<(SourceCounts, SinkOutput)> {
     let out_dir = &settings.output.dir;
+    let _checkpointer = Checkpointer::start(&settings.state_path, out_dir)?;
     let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE / crate::source::CHUNK);
     let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
+    source_ledger.leave_checkpoints_to_background()?;
     let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no, mode);
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
     let sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
+    sink_ledger.leave_checkpoints_to_background()?;
     let sink = Sink::new(&settings.output, &run_id, &shard, sink_ledger);
     let (sink_stop, sink_live) = (stop.clone(), live.clone());
     let sink_thread = std::thread::Builder::new()

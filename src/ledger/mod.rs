@@ -16,6 +16,7 @@
 //! `staged` files whose final file is whole are committed, everything else is
 //! removed and its IDs return to pending.
 
+mod checkpoint;
 mod content;
 mod lock;
 mod reconcile;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+pub use checkpoint::Checkpointer;
 use content::{CONTENT_KIND, content_due};
 pub use lock::StateLock;
 pub use reconcile::Reconciled;
@@ -435,8 +437,10 @@ impl Ledger {
         })
     }
 
-    /// Protocol steps 2 to 4 for a complete file: sync, stage, publish, commit.
-    pub fn commit_file(
+    /// Protocol steps 2 and 3 for a complete file: sync, stage, publish. The
+    /// file is in place but not committed until [`Ledger::mark_committed`];
+    /// should the process die first, start-up reconciliation commits it.
+    pub fn publish_file(
         &mut self,
         file_id: i64,
         pending: PendingFile,
@@ -463,40 +467,56 @@ impl Ledger {
             sealed.abandon();
             return Err(e);
         }
-        let finished = sealed.publish()?;
-        self.mark_committed(file_id)?;
-        Ok(finished)
+        Ok(sealed.publish()?)
     }
 
-    /// Protocol step 4: the file is committed and its IDs exported, in one
-    /// transaction. A content file marks its IDs' content exported and leaves
-    /// their metadata status alone.
-    fn mark_committed(&mut self, file_id: i64) -> Result<(), LedgerError> {
+    /// Protocol step 4 for published files: they are committed and their IDs
+    /// exported, all in one transaction. A content file marks its IDs' content
+    /// exported and leaves their metadata status alone.
+    ///
+    /// Files committed together cost one pass over the IDs instead of one
+    /// each: the pass visits IDs in key order, so a few files' worth of IDs
+    /// share most of their B-tree pages.
+    pub fn mark_committed(&mut self, file_ids: &[i64]) -> Result<(), LedgerError> {
+        if file_ids.is_empty() {
+            return Ok(());
+        }
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let kind: String = tx.query_row(
-                "SELECT kind FROM files WHERE file_id = ?1",
-                [file_id],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "UPDATE files SET status = ?2 WHERE file_id = ?1",
-                params![file_id, FILE_COMMITTED],
-            )?;
-            if kind == CONTENT_KIND {
-                tx.execute(
-                    "UPDATE ids SET content_status = 1, content_reason = NULL
-                     WHERE id IN (SELECT id FROM file_rows WHERE file_id = ?1)",
-                    params![file_id],
+            let (mut content, mut generations) = (Vec::new(), Vec::new());
+            for &file_id in file_ids {
+                let kind: String = tx.query_row(
+                    "UPDATE files SET status = ?2 WHERE file_id = ?1 RETURNING kind",
+                    params![file_id, FILE_COMMITTED],
+                    |r| r.get(0),
                 )?;
-            } else {
+                match kind.as_str() {
+                    CONTENT_KIND => content.push(file_id),
+                    _ => generations.push(file_id),
+                }
+            }
+            if !content.is_empty() {
+                tx.execute(
+                    &format!(
+                        "UPDATE ids SET content_status = 1, content_reason = NULL
+                         WHERE id IN (SELECT id FROM file_rows WHERE file_id IN ({}))",
+                        placeholders(content.len())
+                    ),
+                    rusqlite::params_from_iter(&content),
+                )?;
+            }
+            if !generations.is_empty() {
                 // In key order, so neighbouring IDs share B-tree pages.
                 tx.execute(
-                    "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
-                     created_at = f.created_at
-                     FROM (SELECT id, created_at FROM file_rows WHERE file_id = ?1 ORDER BY id) AS f
-                     WHERE ids.id = f.id",
-                    params![file_id],
+                    &format!(
+                        "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
+                         created_at = f.created_at
+                         FROM (SELECT id, created_at FROM file_rows WHERE file_id IN ({})
+                               ORDER BY id) AS f
+                         WHERE ids.id = f.id",
+                        placeholders(generations.len())
+                    ),
+                    rusqlite::params_from_iter(&generations),
                 )?;
             }
             tx.commit()
@@ -548,6 +568,11 @@ impl Ledger {
             })
         })
     }
+}
+
+/// `?, ?, …` for a list of `n` parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 fn save_offset(c: &Connection, offset: &QueueOffset) -> rusqlite::Result<()> {

@@ -60,7 +60,7 @@ impl Ledger {
             if file.status == FILE_STAGED
                 && is_whole(&final_path, file.bytes, file.sha256.as_deref())
             {
-                self.mark_committed(file.file_id)?;
+                self.mark_committed(&[file.file_id])?;
                 tracing::info!(path = %final_path.display(), "finished the commit of a staged file");
                 done.committed += 1;
                 continue;

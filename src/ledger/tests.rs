@@ -38,6 +38,13 @@ fn columns(path: &Path, table: &str) -> Vec<String> {
 
 /// Writes a one-line file of `kind` holding `rows` through the whole protocol.
 fn commit(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i64>)]) {
+    let file_id = publish(ledger, dir, kind, rows);
+    ledger.mark_committed(&[file_id]).unwrap();
+}
+
+/// Writes a one-line file of `kind` holding `rows` and publishes it, short
+/// of the commit; returns its file ID.
+fn publish(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i64>)]) -> i64 {
     let name = format!("{kind}-{}.txt", rows[0].0);
     let (pending, mut out) = PendingFile::create(dir.join(kind).join(name)).unwrap();
     out.write_all(b"rows").unwrap();
@@ -52,7 +59,8 @@ fn commit(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i64
         min_created_at: 0,
         max_created_at: 0,
     };
-    ledger.commit_file(file_id, pending, out, &facts).unwrap();
+    ledger.publish_file(file_id, pending, out, &facts).unwrap();
+    file_id
 }
 
 fn ids(leftovers: Vec<Leftover>) -> Vec<String> {
@@ -183,5 +191,57 @@ fn failed_content_stays_failed_until_requeued_and_pending_content_comes_back() {
     assert_eq!(
         ids(ledger.take_content_leftovers(last, "", 10).unwrap()),
         ["gen-a", "gen-b"]
+    );
+}
+
+#[test]
+fn files_committed_together_each_mark_their_own_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    ledger
+        .admit(&["gen-a", "gen-b", "gen-c", "gen-d"], run, 1, None)
+        .unwrap();
+    let files = [
+        publish(
+            &mut ledger,
+            dir.path(),
+            "generations",
+            &[("gen-a", Some(1))],
+        ),
+        publish(&mut ledger, dir.path(), "content", &[("gen-b", Some(2))]),
+        publish(
+            &mut ledger,
+            dir.path(),
+            "generations",
+            &[("gen-c", Some(3)), ("gen-b", Some(2))],
+        ),
+    ];
+    assert_eq!(
+        ledger.status_counts().unwrap(),
+        (4, 0, 0),
+        "published, not committed"
+    );
+
+    ledger.mark_committed(&files).unwrap();
+    assert_eq!(ledger.status_counts().unwrap(), (1, 3, 0));
+    assert_eq!(ledger.status_of("gen-d").unwrap(), Some(IdStatus::Pending));
+    assert_eq!(
+        ledger.content_counts().unwrap(),
+        (2, 1, 0),
+        "gen-b's content out, gen-a's and gen-c's due"
+    );
+    let next = ledger.begin_run("r2", "0", "now").unwrap();
+    let due = ledger.take_content_leftovers(next, "", 10).unwrap();
+    let due: Vec<_> = due.iter().map(|l| (l.id.as_str(), l.created_at)).collect();
+    assert_eq!(
+        due,
+        [("gen-a", Some(1)), ("gen-c", Some(3))],
+        "created_at copied"
+    );
+    assert_eq!(
+        ledger.reconcile("0").unwrap().committed,
+        0,
+        "nothing left staged"
     );
 }

@@ -173,8 +173,23 @@ impl<R: Row> PartitionedWriter<R> {
     }
 
     fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
-        let Some(file) = self.open.remove(&date) else {
+        let Some(published) = self.publish(date, ledger)? else {
             return Ok(());
+        };
+        ledger.mark_committed(&[published.0])?;
+        self.committed(published.1);
+        Ok(())
+    }
+
+    /// Links the file's last rows, then syncs, stages and publishes it; the
+    /// caller commits it.
+    fn publish(
+        &mut self,
+        date: NaiveDate,
+        ledger: &mut Ledger,
+    ) -> Result<Option<(i64, DataFile)>, SinkError> {
+        let Some(file) = self.open.remove(&date) else {
+            return Ok(None);
         };
         let out = match file.encoder {
             Encoder::Parquet(p) => p.into_inner(),
@@ -193,23 +208,34 @@ impl<R: Row> PartitionedWriter<R> {
             min_created_at: file.min,
             max_created_at: file.max,
         };
-        let finished = ledger.commit_file(file.file_id, file.pending, out, &facts)?;
-        tracing::info!(path = %finished.path.display(), rows = file.rows, "file committed");
-        self.finished.push(DataFile {
+        let finished = ledger.publish_file(file.file_id, file.pending, out, &facts)?;
+        let data_file = DataFile {
             file: finished,
             rows: file.rows,
             min_partition_micros: file.min,
             max_partition_micros: file.max,
-        });
-        Ok(())
+        };
+        Ok(Some((file.file_id, data_file)))
     }
 
-    /// Commits every open file and returns all files committed, in order.
+    fn committed(&mut self, file: DataFile) {
+        tracing::info!(path = %file.file.path.display(), rows = file.rows, "file committed");
+        self.finished.push(file);
+    }
+
+    /// Commits every open file, together, and returns all files committed,
+    /// in order.
     pub fn finish(mut self, ledger: &mut Ledger) -> Result<Vec<DataFile>, SinkError> {
         let mut dates: Vec<NaiveDate> = self.open.keys().copied().collect();
         dates.sort();
+        let mut published = Vec::with_capacity(dates.len());
         for date in dates {
-            self.close(date, ledger)?;
+            published.extend(self.publish(date, ledger)?);
+        }
+        let file_ids: Vec<i64> = published.iter().map(|(id, _)| *id).collect();
+        ledger.mark_committed(&file_ids)?;
+        for (_, file) in published {
+            self.committed(file);
         }
         Ok(std::mem::take(&mut self.finished))
     }
