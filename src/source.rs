@@ -422,7 +422,13 @@ impl IdSource {
         let batch = std::mem::take(&mut self.batch);
         let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
         let now = chrono::Utc::now().timestamp_micros();
+        let started = std::time::Instant::now();
         let admissions = self.ledger.admit(&ids, self.run_no, now, offset)?;
+        tracing::debug!(
+            ids = ids.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "admitted a batch"
+        );
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
             let (first_seen_micros, content_due) = match admission {
                 Admission::Duplicate => {

@@ -6,7 +6,8 @@
 //!    are linked to it as they are written;
 //! 2. complete, it is synced under its hidden name and marked `staged`;
 //! 3. it is renamed into place and the directory synced;
-//! 4. it is marked `committed` and its IDs `exported`, in one transaction.
+//! 4. it is marked `committed` and its IDs `exported`, in one transaction
+//!    (files finished together, at the end of a run, share it).
 //!
 //! Content files (`files.kind = 'content'`) follow the same protocol; their
 //! commit marks the IDs' *content* exported (`ids.content_status`), never the
@@ -481,7 +482,8 @@ impl Ledger {
         if file_ids.is_empty() {
             return Ok(());
         }
-        self.sql_mut(|c| {
+        let started = std::time::Instant::now();
+        let marked = self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (mut content, mut generations) = (Vec::new(), Vec::new());
             for &file_id in file_ids {
@@ -520,7 +522,13 @@ impl Ledger {
                 )?;
             }
             tx.commit()
-        })
+        });
+        tracing::debug!(
+            files = file_ids.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "marked files committed"
+        );
+        marked
     }
 
     /// Records the end of IDs that were not exported: `Failed` or `Pending`.

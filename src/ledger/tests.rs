@@ -245,3 +245,30 @@ fn files_committed_together_each_mark_their_own_ids() {
         "nothing left staged"
     );
 }
+
+#[test]
+fn the_checkpointer_copies_the_log_into_the_database_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let mut ledger = Ledger::open(&db, dir.path()).unwrap();
+    ledger.leave_checkpoints_to_background().unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    let ids: Vec<String> = (0..5000).map(|i| format!("gen-1-{i:020}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ledger.admit(&ids, run, 1, None).unwrap();
+    let size = || std::fs::metadata(&db).unwrap().len();
+    let before = size();
+
+    let checkpointer = Checkpointer::start(&db, dir.path()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size() < before + 50 * 4096 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(checkpointer);
+    assert!(
+        size() >= before + 50 * 4096,
+        "5,000 IDs' pages reached the database file ({before} -> {} bytes)",
+        size()
+    );
+    assert_eq!(ledger.status_counts().unwrap(), (5000, 0, 0));
+}
