@@ -173,11 +173,11 @@ impl<R: Row> PartitionedWriter<R> {
     }
 
     fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
-        let Some(published) = self.publish(date, ledger)? else {
+        let Some((file_id, file)) = self.publish(date, ledger)? else {
             return Ok(());
         };
-        ledger.mark_committed(&[published.0])?;
-        self.committed(published.1);
+        ledger.mark_committed(&[file_id])?;
+        self.committed(file);
         Ok(())
     }
 
@@ -224,7 +224,9 @@ impl<R: Row> PartitionedWriter<R> {
     }
 
     /// Commits every open file, together, and returns all files committed,
-    /// in order.
+    /// in order. Should one fail to publish, those before it stay staged:
+    /// the run stops unfinished, and the next start commits them and lists
+    /// them in the manifest it writes for this run.
     pub fn finish(mut self, ledger: &mut Ledger) -> Result<Vec<DataFile>, SinkError> {
         let mut dates: Vec<NaiveDate> = self.open.keys().copied().collect();
         dates.sort();
