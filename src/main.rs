@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 /// glibc gives each thread that allocates its own heap arena, up to eight per
 /// core, and each arena keeps its freed memory. Rust allocations go to
 /// mimalloc (above); this is for the C code that still uses glibc's malloc,
-/// SQLite's page caches on three connections' threads.
+/// SQLite's page caches on the ledger connections' threads.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings; it is called before
