@@ -40,11 +40,12 @@ const SINK_QUEUE: usize = 2048;
 /// How long the sink thread waits for more outcomes before it sleeps on the queue.
 const SINK_NAP: Duration = Duration::from_millis(2);
 
-/// What the sink thread receives. Failure rows of content carry a content
-/// reason ([`Reason::is_content`]).
+/// What the sink thread receives: records with their IDs' numbers in the
+/// ledger, by which the sink links them to their files. Failure rows of
+/// content carry a content reason ([`Reason::is_content`]).
 enum Outcome {
-    Exported(Box<Generation>),
-    Content(Box<Content>),
+    Exported(Box<Generation>, i64),
+    Content(Box<Content>, i64),
     Failed(FailureRow),
     Pending(FailureRow),
 }
@@ -433,32 +434,35 @@ async fn fetch_item(
     live: &LiveCounts,
 ) {
     let instant = |micros: i64| UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64);
-    let (id, line, first_seen, created_at) = match item {
+    let (id, seq, line, first_seen, created_at) = match item {
         SourceItem::Invalid { .. } => return,
         SourceItem::ContentOnly {
             id,
+            seq,
             first_seen_micros,
             created_at,
-        } => (id, None, instant(first_seen_micros), created_at),
+        } => (id, seq, None, instant(first_seen_micros), created_at),
         SourceItem::Id {
             id,
+            seq,
             line,
             first_seen_micros,
             content,
         } => {
             let first_seen = instant(first_seen_micros);
-            let Some(created_at) = fetch_metadata(&id, line, first_seen, client, sink).await else {
+            let fetched = fetch_metadata(&id, seq, line, first_seen, client, sink).await;
+            let Some(created_at) = fetched else {
                 return;
             };
             if !content {
                 return;
             }
             live.content_wanted.fetch_add(1, Ordering::Relaxed);
-            (id, line, first_seen, created_at)
+            (id, seq, line, first_seen, created_at)
         }
     };
     let outcome = match client.fetch_content(&id, first_seen, created_at).await {
-        Fetched::Record(content) => Outcome::Content(content),
+        Fetched::Record(content) => Outcome::Content(content, seq),
         Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
         Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
     };
@@ -470,6 +474,7 @@ async fn fetch_item(
 /// record's `created_at` when a record was handed on.
 async fn fetch_metadata(
     id: &str,
+    seq: i64,
     line: Option<u64>,
     first_seen: SystemTime,
     client: &Client,
@@ -478,7 +483,7 @@ async fn fetch_metadata(
     let (outcome, created_at) = match client.fetch(id, first_seen).await {
         Fetched::Record(record) => {
             let created_at = record.created_at;
-            (Outcome::Exported(record), Some(created_at))
+            (Outcome::Exported(record, seq), Some(created_at))
         }
         Fetched::Failed(f) => (Outcome::Failed(failure_row(id.to_owned(), line, f)), None),
         Fetched::Pending(f) => (Outcome::Pending(failure_row(id.to_owned(), line, f)), None),
@@ -508,9 +513,11 @@ fn drain_into_sink(
 ) -> Result<SinkOutput, SinkError> {
     while let Some(outcome) = next_outcome(&mut rx) {
         let written = match &outcome {
-            Outcome::Exported(record) => sink.write(record).map(|()| Some(&live.exported)),
-            Outcome::Content(content) => sink
-                .write_content(content)
+            Outcome::Exported(record, seq) => {
+                sink.write(record, *seq).map(|()| Some(&live.exported))
+            }
+            Outcome::Content(content, seq) => sink
+                .write_content(content, *seq)
                 .map(|()| Some(&live.content_exported)),
             Outcome::Failed(row) => sink.write_failure(row, IdStatus::Failed).map(|()| {
                 Some(if row.reason.is_content() {

@@ -111,10 +111,12 @@ impl Input {
 /// An item of the ID stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceItem {
-    /// An ID to fetch. `line` is `None` for IDs left pending by earlier runs.
-    /// `content`: fetch its stored content too, once the metadata is in.
+    /// An ID to fetch. `seq` is its number in the ledger. `line` is `None`
+    /// for IDs left pending by earlier runs. `content`: fetch its stored
+    /// content too, once the metadata is in.
     Id {
         id: String,
+        seq: i64,
         line: Option<u64>,
         first_seen_micros: i64,
         content: bool,
@@ -123,6 +125,7 @@ pub enum SourceItem {
     /// still due: fetch only the content.
     ContentOnly {
         id: String,
+        seq: i64,
         first_seen_micros: i64,
         created_at: Option<i64>,
     },
@@ -215,7 +218,7 @@ impl ItemSender {
 }
 
 /// A ledger query that hands out one page of leftovers: `(run_no, after, limit)`.
-type TakePage = fn(&mut Ledger, i64, &str, usize) -> Result<Vec<Leftover>, LedgerError>;
+type TakePage = fn(&mut Ledger, i64, i64, usize) -> Result<Vec<Leftover>, LedgerError>;
 
 /// Invalid lines read between ticks (the daemon's stdin), waiting for the next
 /// run to record them.
@@ -430,7 +433,7 @@ impl IdSource {
             "admitted a batch"
         );
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let (first_seen_micros, content_due) = match admission {
+            let (seq, first_seen_micros, content_due) = match admission {
                 Admission::Duplicate => {
                     self.counts.duplicates += 1;
                     continue;
@@ -446,14 +449,16 @@ impl IdSource {
                     continue;
                 }
                 Admission::Fetch {
+                    seq,
                     first_seen_micros,
                     content_due,
-                } => (first_seen_micros, content_due),
+                } => (seq, first_seen_micros, content_due),
             };
             self.counts.ids += 1;
             self.counts.to_fetch += 1;
             let item = SourceItem::Id {
                 id,
+                seq,
                 line: Some(line),
                 first_seen_micros,
                 content: self.mode.content && content_due,
@@ -476,6 +481,7 @@ impl IdSource {
             counts.to_fetch += 1;
             SourceItem::Id {
                 id: left.id,
+                seq: left.seq,
                 line: None,
                 first_seen_micros: left.first_seen_micros,
                 content: content && left.content_due,
@@ -486,6 +492,7 @@ impl IdSource {
                 counts.content_only += 1;
                 SourceItem::ContentOnly {
                     id: left.id,
+                    seq: left.seq,
                     first_seen_micros: left.first_seen_micros,
                     created_at: left.created_at,
                 }
@@ -494,7 +501,7 @@ impl IdSource {
         Ok(())
     }
 
-    /// Pages through what `take` hands out in ID order, sending each as
+    /// Pages through what `take` hands out in admission order, sending each as
     /// `item` makes it. False when the dispatcher is gone.
     fn send_pages(
         &mut self,
@@ -502,13 +509,13 @@ impl IdSource {
         take: TakePage,
         item: impl Fn(&mut SourceCounts, Leftover) -> SourceItem,
     ) -> Result<bool, SourceError> {
-        let mut after = String::new();
+        let mut after = 0;
         loop {
-            let leftovers = take(&mut self.ledger, self.run_no, &after, ADMIT_BATCH)?;
+            let leftovers = take(&mut self.ledger, self.run_no, after, ADMIT_BATCH)?;
             let Some(last) = leftovers.last() else {
                 return Ok(true);
             };
-            after.clone_from(&last.id);
+            after = last.seq;
             for left in leftovers {
                 if !tx.send(item(&mut self.counts, left)) {
                     return Ok(false);

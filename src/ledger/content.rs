@@ -22,13 +22,13 @@ impl Ledger {
     pub fn take_content_leftovers(
         &mut self,
         run_no: i64,
-        after: &str,
+        after: i64,
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
         self.take(
-            "SELECT id, first_seen, content_status, created_at FROM ids
-             WHERE id > ?3 AND status = 1 AND (content_status IS NULL OR content_status = 0)
-             AND last_run < ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, seq, first_seen, content_status, created_at FROM ids
+             WHERE seq > ?3 AND status = 1 AND (content_status IS NULL OR content_status = 0)
+             AND last_run < ?1 ORDER BY seq LIMIT ?2",
             run_no,
             after,
             limit,
@@ -47,11 +47,12 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut update = tx.prepare_cached(
-                    "UPDATE ids SET content_status = ?2, content_reason = ?3
-                     WHERE id = ?1 AND content_status IS NOT 1",
+                    "UPDATE ids SET content_status = ?3, content_reason = ?4
+                     WHERE key = ?1 AND id = ?2 AND content_status IS NOT 1",
                 )?;
                 for row in rows {
-                    update.execute(params![row.id, status as i64, row.reason.as_str()])?;
+                    let key = super::schema::id_key(&row.id);
+                    update.execute(params![key, row.id, status as i64, row.reason.as_str()])?;
                 }
             }
             tx.commit()

@@ -82,8 +82,10 @@ const FILE_COMMITTED: i64 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Fetch it; first seen at this instant (microseconds), for the 404 window.
+    /// `seq` is its number in the ledger, by which its rows are linked.
     /// `content_due`: its content is neither exported nor failed yet.
     Fetch {
+        seq: i64,
         first_seen_micros: i64,
         content_due: bool,
     },
@@ -98,6 +100,8 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
     pub id: String,
+    /// Its number in the ledger (see [`Admission::Fetch`]).
+    pub seq: i64,
     pub first_seen_micros: i64,
     /// The content is neither exported nor failed yet.
     pub content_due: bool,
@@ -165,8 +169,8 @@ impl Ledger {
             c.busy_timeout(Duration::from_secs(30))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
-            c.execute_batch(schema::SCHEMA)?;
-            schema::add_missing_columns(c)
+            schema::upgrade(c)?;
+            c.execute_batch(schema::SCHEMA)
         })?;
         Ok(ledger)
     }
@@ -257,41 +261,47 @@ impl Ledger {
             if let Some(offset) = offset {
                 save_offset(&tx, offset)?;
             }
-            // Visited in key order, so neighbouring IDs share B-tree pages and
+            // Visited in key order, so neighbouring keys share index pages and
             // the transaction dirties (and logs) fewer pages than random
             // order would; the stable sort keeps the first of a repeated ID first.
+            let keys: Vec<i64> = ids.iter().map(|id| schema::id_key(id)).collect();
             let mut order: Vec<usize> = (0..ids.len()).collect();
-            order.sort_by_key(|&i| ids[i]);
+            order.sort_by_key(|&i| keys[i]);
             let mut out = vec![Admission::Duplicate; ids.len()];
             {
-                // New IDs are the common case: one insert, and a lookup only
-                // when the ID was there already.
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, ?3)
-                     ON CONFLICT (id) DO NOTHING",
-                )?;
                 let mut get = tx.prepare_cached(
-                    "SELECT status, last_run, first_seen, content_status FROM ids WHERE id = ?1",
+                    "SELECT seq, status, last_run, first_seen, content_status FROM ids
+                     WHERE key = ?1 AND id = ?2",
                 )?;
-                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, ?3, ?4)",
+                )?;
+                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for at in order {
-                    let id = ids[at];
-                    if insert.execute(params![id, now_micros, run_no])? == 1 {
+                    let (id, key) = (ids[at], keys[at]);
+                    let known = get
+                        .query_row(params![key, id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        })
+                        .optional()?;
+                    let Some((seq, status, last_run, first_seen, content)) = known else {
+                        insert.execute(params![key, id, now_micros, run_no])?;
                         out[at] = Admission::Fetch {
+                            seq: tx.last_insert_rowid(),
                             first_seen_micros: now_micros,
                             content_due: true,
                         };
                         continue;
-                    }
-                    let (status, last_run, first_seen, content): (i64, i64, i64, Option<i64>) =
-                        get.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                    };
+                    let (status, last_run): (i64, i64) = (status, last_run);
                     out[at] = match (status, last_run) {
                         (_, last) if last == run_no => Admission::Duplicate,
                         (1, _) => Admission::AlreadyExported,
                         (2, _) => Admission::AlreadyFailed,
                         _ => {
-                            touch.execute(params![id, run_no])?;
+                            touch.execute(params![seq, run_no])?;
                             Admission::Fetch {
+                                seq,
                                 first_seen_micros: first_seen,
                                 content_due: content_due(content),
                             }
@@ -311,12 +321,17 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut new = 0;
             {
+                let mut known =
+                    tx.prepare_cached("SELECT 1 FROM ids WHERE key = ?1 AND id = ?2")?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (id, status, first_seen, last_run) VALUES (?1, 0, ?2, 0)
-                     ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, ?3, 0)",
                 )?;
                 for id in ids {
-                    new += insert.execute(params![id, now_micros])? as u64;
+                    let key = schema::id_key(id);
+                    if !known.exists(params![key, id])? {
+                        insert.execute(params![key, id, now_micros])?;
+                        new += 1;
+                    }
                 }
             }
             tx.commit()?;
@@ -349,16 +364,17 @@ impl Ledger {
     }
 
     /// Up to `limit` pending IDs not yet offered in run `run_no` (left over by
-    /// earlier runs) with IDs after `after`, in ID order, marked as offered now.
+    /// earlier runs) numbered after `after`, in admission order, marked as
+    /// offered now.
     pub fn take_leftovers(
         &mut self,
         run_no: i64,
-        after: &str,
+        after: i64,
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
         self.take(
-            "SELECT id, first_seen, content_status, created_at FROM ids
-             WHERE id > ?3 AND status = 0 AND last_run < ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, seq, first_seen, content_status, created_at FROM ids
+             WHERE seq > ?3 AND status = 0 AND last_run < ?1 ORDER BY seq LIMIT ?2",
             run_no,
             after,
             limit,
@@ -369,7 +385,7 @@ impl Ledger {
         &mut self,
         query: &str,
         run_no: i64,
-        after: &str,
+        after: i64,
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
         self.sql_mut(|c| {
@@ -379,17 +395,18 @@ impl Ledger {
                 let rows = stmt.query_map(params![run_no, limit as i64, after], |r| {
                     Ok(Leftover {
                         id: r.get(0)?,
-                        first_seen_micros: r.get(1)?,
-                        content_due: content_due(r.get(2)?),
-                        created_at: r.get(3)?,
+                        seq: r.get(1)?,
+                        first_seen_micros: r.get(2)?,
+                        content_due: content_due(r.get(3)?),
+                        created_at: r.get(4)?,
                     })
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             {
-                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE id = ?1")?;
+                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for row in &rows {
-                    touch.execute(params![row.id, run_no])?;
+                    touch.execute(params![row.seq, run_no])?;
                 }
             }
             tx.commit()?;
@@ -417,21 +434,17 @@ impl Ledger {
         })
     }
 
-    /// Links written rows' IDs (with their generation's `created_at`) to
-    /// their (still open) file.
-    pub fn link(
-        &mut self,
-        file_id: i64,
-        rows: &[(String, Option<i64>)],
-    ) -> Result<(), LedgerError> {
+    /// Links written rows, by their IDs' numbers (with their generation's
+    /// `created_at`), to their (still open) file.
+    pub fn link(&mut self, file_id: i64, rows: &[(i64, Option<i64>)]) -> Result<(), LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut link = tx.prepare_cached(
-                    "INSERT INTO file_rows (file_id, id, created_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO file_rows (file_id, seq, created_at) VALUES (?1, ?2, ?3)",
                 )?;
-                for (id, created_at) in rows {
-                    link.execute(params![file_id, id, created_at])?;
+                for (seq, created_at) in rows {
+                    link.execute(params![file_id, seq, created_at])?;
                 }
             }
             tx.commit()
@@ -476,8 +489,9 @@ impl Ledger {
     /// exported and leaves their metadata status alone.
     ///
     /// Files committed together cost one pass over the IDs instead of one
-    /// each: the pass visits IDs in key order, so a few files' worth of IDs
-    /// share most of their B-tree pages.
+    /// each. The pass visits IDs by number, the order they were admitted in
+    /// and roughly the order their rows were written, so it walks the table
+    /// nearly sequentially.
     pub fn mark_committed(&mut self, file_ids: &[i64]) -> Result<(), LedgerError> {
         if file_ids.is_empty() {
             return Ok(());
@@ -501,21 +515,20 @@ impl Ledger {
                 tx.execute(
                     &format!(
                         "UPDATE ids SET content_status = 1, content_reason = NULL
-                         WHERE id IN (SELECT id FROM file_rows WHERE file_id IN ({}))",
+                         WHERE seq IN (SELECT seq FROM file_rows WHERE file_id IN ({}))",
                         placeholders(content.len())
                     ),
                     rusqlite::params_from_iter(&content),
                 )?;
             }
             if !generations.is_empty() {
-                // In key order, so neighbouring IDs share B-tree pages.
                 tx.execute(
                     &format!(
                         "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
                          created_at = f.created_at
-                         FROM (SELECT id, created_at FROM file_rows WHERE file_id IN ({})
-                               ORDER BY id) AS f
-                         WHERE ids.id = f.id",
+                         FROM (SELECT seq, created_at FROM file_rows WHERE file_id IN ({})
+                               ORDER BY seq) AS f
+                         WHERE ids.seq = f.seq",
                         placeholders(generations.len())
                     ),
                     rusqlite::params_from_iter(&generations),
@@ -537,11 +550,12 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut update = tx.prepare_cached(
-                    "UPDATE ids SET status = ?2, attempts = attempts + ?3, reason = ?4, http_status = ?5,
-                     last_error = ?6 WHERE id = ?1 AND status != 1",
+                    "UPDATE ids SET status = ?3, attempts = attempts + ?4, reason = ?5, http_status = ?6,
+                     last_error = ?7 WHERE key = ?1 AND id = ?2 AND status != 1",
                 )?;
                 for row in rows.iter().filter(|r| r.reason != Reason::InvalidId) {
                     update.execute(params![
+                        schema::id_key(&row.id),
                         row.id,
                         status as i64,
                         row.attempts,
@@ -563,9 +577,11 @@ impl Ledger {
     /// The status of one ID, if known.
     pub fn status_of(&self, id: &str) -> Result<Option<IdStatus>, LedgerError> {
         self.sql(|c| {
-            c.query_row("SELECT status FROM ids WHERE id = ?1", [id], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT status FROM ids WHERE key = ?1 AND id = ?2",
+                params![schema::id_key(id), id],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()
             .map(|s| {
                 s.map(|s| match s {

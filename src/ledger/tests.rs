@@ -8,7 +8,9 @@ use rusqlite::Connection;
 use super::*;
 use crate::sink::PendingFile;
 
-/// The tables as the first release made them, before content export.
+/// The tables as the first release made them, before content export and
+/// before IDs were numbered: a committed ID, a pending one, and a staged
+/// file holding the pending one.
 const FIRST_SCHEMA: &str = "
 CREATE TABLE ids (id TEXT PRIMARY KEY, status INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0, reason TEXT, http_status INTEGER, last_error TEXT,
@@ -22,7 +24,9 @@ CREATE TABLE runs (run_no INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, shar
     started_at TEXT NOT NULL, finished_at TEXT, exit_code INTEGER, manifest TEXT);
 CREATE TABLE queue_offsets (path TEXT PRIMARY KEY, inode INTEGER NOT NULL,
     offset INTEGER NOT NULL, lines INTEGER NOT NULL);
-INSERT INTO ids (id, status, first_seen, last_run) VALUES ('gen-old', 1, 7, 0), ('gen-left', 0, 8, 0);
+INSERT INTO ids (id, status, first_seen, last_run) VALUES ('gen-left', 0, 8, 0), ('gen-old', 1, 7, 0);
+INSERT INTO files (file_id, run_id, kind, path, temp_path, status) VALUES (5, 'old', 'generations', 'p', 't', 1);
+INSERT INTO file_rows (file_id, id) VALUES (5, 'gen-left');
 ";
 
 fn columns(path: &Path, table: &str) -> Vec<String> {
@@ -49,10 +53,8 @@ fn publish(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i6
     let (pending, mut out) = PendingFile::create(dir.join(kind).join(name)).unwrap();
     out.write_all(b"rows").unwrap();
     let file_id = ledger.open_file("run", kind, &pending).unwrap();
-    let linked: Vec<(String, Option<i64>)> = rows
-        .iter()
-        .map(|(id, at)| ((*id).to_owned(), *at))
-        .collect();
+    let linked: Vec<(i64, Option<i64>)> =
+        rows.iter().map(|(id, at)| (seq(ledger, id), *at)).collect();
     ledger.link(file_id, &linked).unwrap();
     let facts = FileFacts {
         rows: rows.len() as u64,
@@ -63,12 +65,20 @@ fn publish(ledger: &mut Ledger, dir: &Path, kind: &str, rows: &[(&str, Option<i6
     file_id
 }
 
+/// The ledger's number for an admitted ID.
+fn seq(ledger: &Ledger, id: &str) -> i64 {
+    ledger
+        .conn
+        .query_row("SELECT seq FROM ids WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
 fn ids(leftovers: Vec<Leftover>) -> Vec<String> {
     leftovers.into_iter().map(|l| l.id).collect()
 }
 
 #[test]
-fn opens_a_ledger_made_before_content_export_and_adds_the_columns() {
+fn opens_a_first_release_ledger_and_rebuilds_it_in_the_current_layout() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
     Connection::open(&db)
@@ -76,12 +86,27 @@ fn opens_a_ledger_made_before_content_export_and_adds_the_columns() {
         .execute_batch(FIRST_SCHEMA)
         .unwrap();
     let mut ledger = Ledger::open(&db, dir.path()).unwrap();
-    // A second connection finds nothing left to add.
+    // A second connection finds nothing left to do.
     let _again = Ledger::open_for_admission(&db, dir.path()).unwrap();
-    for column in ["content_status", "content_reason", "created_at"] {
+    for column in [
+        "seq",
+        "key",
+        "content_status",
+        "content_reason",
+        "created_at",
+    ] {
         assert!(columns(&db, "ids").iter().any(|c| c == column), "{column}");
     }
-    assert!(columns(&db, "file_rows").iter().any(|c| c == "created_at"));
+    assert!(columns(&db, "file_rows").iter().any(|c| c == "seq"));
+    assert!(
+        columns(&db, "old_ids").is_empty(),
+        "the old tables are gone"
+    );
+    assert_eq!(
+        (seq(&ledger, "gen-old"), seq(&ledger, "gen-left")),
+        (1, 2),
+        "numbered in the order first seen"
+    );
     let run_no = ledger.begin_run("r", "0", "now").unwrap();
     let admitted = ledger
         .admit(&["gen-old", "gen-left"], run_no, 9, None)
@@ -91,21 +116,29 @@ fn opens_a_ledger_made_before_content_export_and_adds_the_columns() {
         [
             Admission::AlreadyExported,
             Admission::Fetch {
+                seq: 2,
                 first_seen_micros: 8,
                 content_due: true
             }
         ]
     );
     // Exported before content export existed: its content is due, its day unknown.
-    let due = ledger.take_content_leftovers(run_no, "", 10).unwrap();
+    let due = ledger.take_content_leftovers(run_no, 0, 10).unwrap();
     assert_eq!(
         due,
         [Leftover {
             id: "gen-old".into(),
+            seq: 1,
             first_seen_micros: 7,
             content_due: true,
             created_at: None
         }]
+    );
+    // The staged file's link followed its ID into the new numbering.
+    ledger.mark_committed(&[5]).unwrap();
+    assert_eq!(
+        ledger.status_of("gen-left").unwrap(),
+        Some(IdStatus::Exported)
     );
 }
 
@@ -127,15 +160,15 @@ fn a_content_commit_marks_the_content_and_never_the_metadata() {
     assert_eq!(ledger.status_of("gen-b").unwrap(), Some(IdStatus::Pending));
 
     let next = ledger.begin_run("r2", "0", "now").unwrap();
-    let pending = ledger.take_leftovers(next, "", 10).unwrap();
+    let pending = ledger.take_leftovers(next, 0, 10).unwrap();
     assert_eq!(ids(pending.clone()), ["gen-b"]);
     assert!(!pending[0].content_due, "gen-b's content is already out");
-    let due = ledger.take_content_leftovers(next, "", 10).unwrap();
+    let due = ledger.take_content_leftovers(next, 0, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].id.as_str(), due[0].created_at), ("gen-a", Some(42)));
     assert!(
         ledger
-            .take_content_leftovers(next, "", 10)
+            .take_content_leftovers(next, 0, 10)
             .unwrap()
             .is_empty(),
         "taken once per run"
@@ -146,7 +179,7 @@ fn a_content_commit_marks_the_content_and_never_the_metadata() {
     let later = ledger.begin_run("r3", "0", "now").unwrap();
     assert!(
         ledger
-            .take_content_leftovers(later, "", 10)
+            .take_content_leftovers(later, 0, 10)
             .unwrap()
             .is_empty()
     );
@@ -182,14 +215,14 @@ fn failed_content_stays_failed_until_requeued_and_pending_content_comes_back() {
     assert_eq!(ledger.status_of("gen-a").unwrap(), Some(IdStatus::Exported));
     let next = ledger.begin_run("r2", "0", "now").unwrap();
     assert_eq!(
-        ids(ledger.take_content_leftovers(next, "", 10).unwrap()),
+        ids(ledger.take_content_leftovers(next, 0, 10).unwrap()),
         ["gen-b"]
     );
 
     assert_eq!(ledger.requeue_failed().unwrap(), (0, 1));
     let last = ledger.begin_run("r3", "0", "now").unwrap();
     assert_eq!(
-        ids(ledger.take_content_leftovers(last, "", 10).unwrap()),
+        ids(ledger.take_content_leftovers(last, 0, 10).unwrap()),
         ["gen-a", "gen-b"]
     );
 }
@@ -232,7 +265,7 @@ fn files_committed_together_each_mark_their_own_ids() {
         "gen-b's content out, gen-a's and gen-c's due"
     );
     let next = ledger.begin_run("r2", "0", "now").unwrap();
-    let due = ledger.take_content_leftovers(next, "", 10).unwrap();
+    let due = ledger.take_content_leftovers(next, 0, 10).unwrap();
     let due: Vec<_> = due.iter().map(|l| (l.id.as_str(), l.created_at)).collect();
     assert_eq!(
         due,
@@ -271,4 +304,49 @@ fn the_checkpointer_copies_the_log_into_the_database_until_dropped() {
         size()
     );
     assert_eq!(ledger.status_counts().unwrap(), (5000, 0, 0));
+}
+
+#[test]
+fn ids_that_share_a_key_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    // gen-a is stored under gen-b's key, as if their hashes collided.
+    ledger
+        .conn
+        .execute(
+            "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, 'gen-a', 1, 1, 0)",
+            [schema::id_key("gen-b")],
+        )
+        .unwrap();
+    let admitted = ledger.admit(&["gen-b"], run, 2, None).unwrap();
+    assert!(
+        matches!(admitted[..], [Admission::Fetch { seq: 2, .. }]),
+        "gen-b is new: {admitted:?}"
+    );
+    let failed = FailureRow {
+        id: "gen-b".into(),
+        line: None,
+        reason: Reason::HttpError,
+        http_status: Some(400),
+        attempts: 1,
+        message: String::new(),
+    };
+    ledger.record(&[failed], IdStatus::Failed).unwrap();
+    assert_eq!(
+        ledger.status_counts().unwrap(),
+        (0, 1, 1),
+        "gen-a untouched"
+    );
+    assert_eq!(ledger.status_of("gen-b").unwrap(), Some(IdStatus::Failed));
+}
+
+#[test]
+fn the_id_key_never_changes() {
+    // Stored in every ledger: a new hash would orphan every ID in them. The
+    // value is XXH3-64's 13461980610688568299 as a signed integer.
+    assert_eq!(
+        schema::id_key("gen-1731234567-AbCdEfGhIjKlMnOpQrSt"),
+        -4984763463020983317
+    );
 }

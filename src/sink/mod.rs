@@ -212,16 +212,17 @@ impl Sink {
         }
     }
 
-    pub fn write(&mut self, record: &Generation) -> Result<(), SinkError> {
+    /// Writes one generation's record; `seq` is its ID's number in the ledger.
+    pub fn write(&mut self, record: &Generation, seq: i64) -> Result<(), SinkError> {
         self.generations
-            .append(record, &mut self.namer, &mut self.ledger)?;
+            .append(record, seq, &mut self.namer, &mut self.ledger)?;
         self.totals.add(record)
     }
 
     /// Writes one generation's stored content to the `content` table.
-    pub fn write_content(&mut self, content: &Content) -> Result<(), SinkError> {
+    pub fn write_content(&mut self, content: &Content, seq: i64) -> Result<(), SinkError> {
         self.content
-            .append(content, &mut self.namer, &mut self.ledger)
+            .append(content, seq, &mut self.namer, &mut self.ledger)
     }
 
     /// Writes a row of the failures report and records the ID's state

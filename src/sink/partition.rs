@@ -40,9 +40,9 @@ struct OpenFile {
     file_id: i64,
     pending: PendingFile,
     encoder: Encoder,
-    /// IDs (with their generation's `created_at`) written but not yet linked
-    /// to this file in the ledger.
-    unlinked: Vec<(String, Option<i64>)>,
+    /// Ledger numbers of the IDs written but not yet linked to this file,
+    /// with their generation's `created_at`.
+    unlinked: Vec<(i64, Option<i64>)>,
     rows: u64,
     min: i64,
     max: i64,
@@ -70,9 +70,11 @@ impl<R: Row> PartitionedWriter<R> {
         }
     }
 
+    /// Writes `row`, whose ID is number `seq` in the ledger.
     pub fn append(
         &mut self,
         row: &R,
+        seq: i64,
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
@@ -95,8 +97,7 @@ impl<R: Row> PartitionedWriter<R> {
             Encoder::Parquet(p) => p.append(row)?,
             Encoder::Csv(c) => c.append(row)?,
         }
-        file.unlinked
-            .push((row.id().to_owned(), row.created_micros()));
+        file.unlinked.push((seq, row.created_micros()));
         file.rows += 1;
         file.min = file.min.min(micros);
         file.max = file.max.max(micros);
