@@ -141,6 +141,10 @@ impl Client {
             .connect_timeout(fetch.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(fetch.concurrency)
             .tcp_nodelay(true)
+            // Every retry is ours (`fetch_from`), so each request passes the
+            // pacer and is counted. The client's own retry, for HTTP/2
+            // refusals, would also copy every request before sending it.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
             .map_err(ClientError::Build)?;
         let mut generation_url = api.base_url.clone();
