@@ -91,7 +91,13 @@ pub(super) fn upgrade(c: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     c.execute_batch("BEGIN IMMEDIATE")?;
-    let rebuilt = if old_layout(c)? { rebuild(c) } else { Ok(()) };
+    let rebuilt = if old_layout(c)? {
+        // About 20 s for a million IDs, once.
+        tracing::info!("rebuilding the state ledger in the current layout");
+        rebuild(c)
+    } else {
+        Ok(())
+    };
     match rebuilt {
         Ok(()) => c.execute_batch("COMMIT"),
         Err(e) => {
