@@ -279,7 +279,7 @@ impl Ledger {
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for at in order {
                     let (id, key) = (ids[at], keys[at]);
-                    let known = get
+                    let known: Option<(i64, i64, i64, i64, Option<i64>)> = get
                         .query_row(params![key, id], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                         })
@@ -293,7 +293,6 @@ impl Ledger {
                         };
                         continue;
                     };
-                    let (status, last_run): (i64, i64) = (status, last_run);
                     out[at] = match (status, last_run) {
                         (_, last) if last == run_no => Admission::Duplicate,
                         (1, _) => Admission::AlreadyExported,

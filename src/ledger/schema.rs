@@ -9,11 +9,13 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 /// - `ids` rows are numbered in admission order (`seq`), so rows are appended
 ///   and a file's rows, written in roughly that order, are marked exported by
 ///   a near-sequential pass over the table;
-/// - an ID is found through `key`, a 64-bit hash of it ([`id_key`]), in an
-///   index whose entries are a fifth of the size of the ID's text, so the
-///   random page visits of admission touch that many fewer pages. The text
-///   is compared too, so two IDs that share a hash stay two IDs;
-/// - `file_rows` names rows by `seq`, eight bytes instead of the ID's text.
+/// - an ID is found through `key`, a 64-bit hash of it ([`id_key`]). New IDs
+///   land at random places in that index, but it is a quarter the size of a
+///   table keyed by the text (4,584 pages against 18,086 for a million IDs),
+///   so admission dirties that many fewer pages. The text is compared too,
+///   so two IDs that share a hash stay two IDs;
+/// - `file_rows` names rows by `seq`, not by the ID's text (5,345 pages
+///   against 13,277).
 ///
 /// Leftover pending IDs are found by one scan per run, not an index that
 /// every write would have to maintain.
