@@ -117,8 +117,6 @@ pub trait Row: Send + 'static {
     fn created_micros(&self) -> Option<i64> {
         None
     }
-    /// The generation ID the row belongs to (the ledger tracks rows by it).
-    fn id(&self) -> &str;
 }
 
 /// The Arrow schema of a table; timestamps carry the `UTC` zone so Parquet

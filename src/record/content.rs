@@ -92,10 +92,6 @@ impl Row for Content {
     fn partition_micros(&self) -> i64 {
         self.created_at.unwrap_or(self.fetched_at)
     }
-
-    fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 /// Why a content answer could not be turned into a row.

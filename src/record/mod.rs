@@ -186,10 +186,6 @@ impl Row for Generation {
     fn created_micros(&self) -> Option<i64> {
         self.created_at
     }
-
-    fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 #[cfg(test)]

@@ -130,9 +130,6 @@ mod tests {
         fn partition_micros(&self) -> i64 {
             0
         }
-        fn id(&self) -> &str {
-            "pair"
-        }
     }
 
     #[test]
