@@ -52,11 +52,18 @@ pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<u8> 
         .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
     let _lock = StateLock::acquire(&settings.state_path)?;
 
+    // Every tick shares one pacer, which starts where the last run left off.
+    let learned = {
+        let ledger = Ledger::open(&settings.state_path, out_dir)
+            .context("cannot use the state ledger; nothing was fetched or written")?;
+        crate::export::learned_rate(&ledger, &settings)
+    };
     let shared = DaemonShared {
         requests: Arc::new(RequestCounters::default()),
         pacer: Arc::new(Pacer::new(
             settings.fetch.requests_per_second,
             settings.fetch.burst,
+            learned,
         )),
     };
     let metrics = Arc::new(DaemonMetrics::new(

@@ -31,7 +31,7 @@ use crate::record::{Content, Generation};
 use crate::sink::{FailureRow, Sink, SinkError, SinkOutput, format_timestamp};
 use crate::source::{Carried, IdSource, ReadMode, SourceCounts, SourceItem};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{Counts, RunReport, peak_rss_bytes};
+use crate::summary::{Counts, RateReport, RunReport, peak_rss_bytes};
 
 /// IDs queued between the source and the dispatcher, in chunks.
 const SOURCE_QUEUE: usize = 1024;
@@ -113,6 +113,7 @@ pub async fn run(
             Arc::new(Pacer::new(
                 settings.fetch.requests_per_second,
                 settings.fetch.burst,
+                learned_rate(&state.ledger, settings),
             )),
         ),
     };
@@ -179,6 +180,12 @@ pub async fn run(
         )
     };
     let finished_at = format_timestamp(chrono::Utc::now().timestamp_micros());
+    if let Some(rate) = pacer.learned() {
+        state
+            .ledger
+            .save_learned_rate(settings.api.base_url.as_str(), rate, &finished_at)
+            .context("failed to keep the learned rate in the ledger")?;
+    }
     state
         .ledger
         .finish_run(
@@ -192,15 +199,39 @@ pub async fn run(
     tracing::info!(run_id = %state.run_id, exported = c.exported, failed = c.failed, pending = c.pending,
         content_exported = c.content_exported, content_failed = c.content_failed, content_pending = c.content_pending,
         "export finished");
+    let rate = RateReport {
+        configured: settings.fetch.requests_per_second,
+        current: pacer.rate(),
+        learned: pacer.learned(),
+    };
     Ok(report(
         state.run_id,
         exit_code,
         counts,
+        rate,
         started.elapsed(),
         output,
         manifest_path,
         stopped,
     ))
+}
+
+/// The rate an earlier run learned for this API, if the ledger keeps one; a
+/// ledger that cannot say is no reason to stop (the run learns afresh).
+pub fn learned_rate(ledger: &Ledger, settings: &Settings) -> Option<f64> {
+    let api = settings.api.base_url.as_str();
+    match ledger.learned_rate(api) {
+        Ok(rate) => {
+            if let Some(rate) = rate {
+                tracing::info!(rate, "starting from the rate the API last accepted");
+            }
+            rate
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the learned rate; starting from the configured one");
+            None
+        }
+    }
 }
 
 /// Takes the lock, opens the ledger, settles what a dead run left, and records
@@ -314,10 +345,12 @@ async fn pipeline(
     Ok((source_counts, output))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     run_id: String,
     exit_code: u8,
     counts: Counts,
+    rate: RateReport,
     duration: Duration,
     output: SinkOutput,
     manifest: Option<PathBuf>,
@@ -328,6 +361,7 @@ fn report(
         run_id,
         exit_code,
         counts,
+        rate,
         duration_secs: secs,
         records_per_sec: if secs > 0.0 {
             counts.exported as f64 / secs
@@ -401,6 +435,7 @@ async fn dispatch(
                     http_status: None,
                     attempts: 0,
                     message,
+                    first_404_micros: None,
                 };
                 if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
                     break 'chunks;
@@ -433,24 +468,22 @@ async fn fetch_item(
     sink: &mpsc::Sender<Outcome>,
     live: &LiveCounts,
 ) {
-    let instant = |micros: i64| UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64);
-    let (id, seq, line, first_seen, created_at) = match item {
+    let (id, seq, line, created_at) = match item {
         SourceItem::Invalid { .. } => return,
         SourceItem::ContentOnly {
             id,
             seq,
-            first_seen_micros,
             created_at,
-        } => (id, seq, None, instant(first_seen_micros), created_at),
+        } => (id, seq, None, created_at),
         SourceItem::Id {
             id,
             seq,
             line,
-            first_seen_micros,
+            first_404_micros,
             content,
         } => {
-            let first_seen = instant(first_seen_micros);
-            let fetched = fetch_metadata(&id, seq, line, first_seen, client, sink).await;
+            let first_404 = first_404_micros.map(instant);
+            let fetched = fetch_metadata(&id, seq, line, first_404, client, sink).await;
             let Some(created_at) = fetched else {
                 return;
             };
@@ -458,10 +491,10 @@ async fn fetch_item(
                 return;
             }
             live.content_wanted.fetch_add(1, Ordering::Relaxed);
-            (id, seq, line, first_seen, created_at)
+            (id, seq, line, created_at)
         }
     };
-    let outcome = match client.fetch_content(&id, first_seen, created_at).await {
+    let outcome = match client.fetch_content(&id, created_at).await {
         Fetched::Record(content) => Outcome::Content(content, seq),
         Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
         Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
@@ -476,11 +509,11 @@ async fn fetch_metadata(
     id: &str,
     seq: i64,
     line: Option<u64>,
-    first_seen: SystemTime,
+    first_404: Option<SystemTime>,
     client: &Client,
     sink: &mpsc::Sender<Outcome>,
 ) -> Option<Option<i64>> {
-    let (outcome, created_at) = match client.fetch(id, first_seen).await {
+    let (outcome, created_at) = match client.fetch(id, first_404).await {
         Fetched::Record(record) => {
             let created_at = record.created_at;
             (Outcome::Exported(record, seq), Some(created_at))
@@ -500,7 +533,19 @@ fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {
         http_status: f.http_status,
         attempts: f.attempts,
         message: f.message,
+        first_404_micros: f.first_404.map(micros),
     }
+}
+
+/// Microseconds since the epoch, as the ledger keeps instants.
+fn micros(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// An instant the ledger kept, in microseconds since the epoch.
+fn instant(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
 }
 
 /// The sink thread: writes every outcome; on an output error it stops the run

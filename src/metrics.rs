@@ -193,6 +193,14 @@ impl DaemonMetrics {
             "Current adaptive request rate",
             float(self.pacer.rate()),
         );
+        // Absent until a limit is learned: 0 would read as "the API allows nothing".
+        if let Some(learned) = self.pacer.learned() {
+            registry.register(
+                "learned_rate_per_second",
+                "The API's request limit as learned from its answers (kept for the next run)",
+                float(learned),
+            );
+        }
         registry.register(
             "last_success_timestamp_seconds",
             "Unix time the last successful tick ended (0: none yet)",
@@ -281,7 +289,7 @@ mod tests {
 
     #[test]
     fn content_counts_add_up_over_ticks() {
-        let pacer = Arc::new(Pacer::new(10.0, NonZeroU32::MIN));
+        let pacer = Arc::new(Pacer::new(10.0, NonZeroU32::MIN, Some(8.0)));
         let metrics = DaemonMetrics::new(Arc::default(), pacer);
         let tick = Counts {
             exported: 5,

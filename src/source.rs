@@ -118,7 +118,8 @@ pub enum SourceItem {
         id: String,
         seq: i64,
         line: Option<u64>,
-        first_seen_micros: i64,
+        /// When an earlier run first got a 404 for it.
+        first_404_micros: Option<i64>,
         content: bool,
     },
     /// An ID whose metadata an earlier run exported but whose content is
@@ -126,7 +127,6 @@ pub enum SourceItem {
     ContentOnly {
         id: String,
         seq: i64,
-        first_seen_micros: i64,
         created_at: Option<i64>,
     },
     Invalid {
@@ -434,7 +434,7 @@ impl IdSource {
             "admitted a batch"
         );
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let (seq, first_seen_micros, content_due) = match admission {
+            let (seq, first_404_micros, content_due) = match admission {
                 Admission::Duplicate => {
                     self.counts.duplicates += 1;
                     continue;
@@ -451,9 +451,9 @@ impl IdSource {
                 }
                 Admission::Fetch {
                     seq,
-                    first_seen_micros,
+                    first_404_micros,
                     content_due,
-                } => (seq, first_seen_micros, content_due),
+                } => (seq, first_404_micros, content_due),
             };
             self.counts.ids += 1;
             self.counts.to_fetch += 1;
@@ -461,7 +461,7 @@ impl IdSource {
                 id,
                 seq,
                 line: Some(line),
-                first_seen_micros,
+                first_404_micros,
                 content: self.mode.content && content_due,
             };
             if !tx.send(item) {
@@ -484,7 +484,7 @@ impl IdSource {
                 id: left.id,
                 seq: left.seq,
                 line: None,
-                first_seen_micros: left.first_seen_micros,
+                first_404_micros: left.first_404_micros,
                 content: content && left.content_due,
             }
         })?;
@@ -494,7 +494,6 @@ impl IdSource {
                 SourceItem::ContentOnly {
                     id: left.id,
                     seq: left.seq,
-                    first_seen_micros: left.first_seen_micros,
                     created_at: left.created_at,
                 }
             })?;

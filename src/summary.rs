@@ -37,11 +37,22 @@ pub struct Counts {
     pub other_shards: u64,
 }
 
+/// The request rate: what was configured, where the run ended, and the
+/// server's limit as learned (kept in the ledger for the next run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct RateReport {
+    pub configured: f64,
+    pub current: f64,
+    pub learned: Option<f64>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
     pub run_id: String,
     pub exit_code: u8,
     pub counts: Counts,
+    /// Requests per second.
+    pub rate: RateReport,
     pub duration_secs: f64,
     pub records_per_sec: f64,
     pub totals: Totals,
@@ -144,6 +155,15 @@ impl fmt::Display for RunReport {
             f,
             "  requests           {:>10}  (429s {}, retries {})",
             c.requests, c.rate_limited, c.retries
+        )?;
+        let r = &self.rate;
+        let learned = r
+            .learned
+            .map_or_else(|| "none".to_owned(), |l| format!("{l:.1}/s"));
+        writeln!(
+            f,
+            "  request rate       {:>10.1}/s (learned limit {learned}, configured {:.1}/s)",
+            r.current, r.configured
         )?;
         writeln!(
             f,

@@ -10,17 +10,17 @@ mod retry;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 pub use counters::{RequestCounters, RequestTotals};
 pub use outcome::{Failure, Fetched, Reason};
-pub use retry::{announced_wait, created_from_id, is_transient_status};
+pub use retry::{NotFoundWindow, announced_wait, created_from_id, is_transient_status};
 
 use crate::config::{ApiSettings, FetchSettings};
-use crate::limiter::{Pacer, Ticket};
+use crate::limiter::{Allowance, Pacer, Ticket};
 use crate::record::{Content, ParseError, parse_content, parse_generation};
 use crate::stop::{Stop, StopReason};
 
@@ -66,6 +66,7 @@ impl Endpoint {
             (Endpoint::Content, Reason::NotFound) => Reason::ContentNotFound,
             (Endpoint::Content, Reason::RetriesExhausted) => Reason::ContentRetriesExhausted,
             (Endpoint::Content, Reason::Stopped) => Reason::ContentStopped,
+            (Endpoint::Content, Reason::NotYetFound) => Reason::ContentNotYetFound,
             (Endpoint::Content, Reason::InvalidMoney | Reason::InvalidResponse) => {
                 Reason::ContentInvalidResponse
             }
@@ -171,10 +172,12 @@ impl Client {
         })
     }
 
-    /// Fetches one ID's metadata to its end: a record, a failure, or pending.
-    pub async fn fetch(&self, id: &str, first_seen: SystemTime) -> Fetched {
+    /// Fetches one ID's metadata to its end: a record, a failure, or
+    /// pending. `first_404`: when an earlier run first got a 404 for it.
+    pub async fn fetch(&self, id: &str, first_404: Option<SystemTime>) -> Fetched {
         let run_id = self.run_id.as_str();
-        self.fetch_from(Endpoint::Metadata, id, first_seen, |body| {
+        let started = created_from_id(id);
+        self.fetch_from(Endpoint::Metadata, id, started, first_404, |body| {
             let now = chrono::Utc::now().timestamp_micros();
             parse_generation(body, id, run_id, now)
                 .map(Box::new)
@@ -192,14 +195,13 @@ impl Client {
 
     /// Fetches one ID's stored content to its end, under the same pacing,
     /// connection limit and retry rules as the metadata. `created_at` comes
-    /// from the generation's metadata record (the content answer has none).
-    pub async fn fetch_content(
-        &self,
-        id: &str,
-        first_seen: SystemTime,
-        created_at: Option<i64>,
-    ) -> Fetched<Box<Content>> {
-        self.fetch_from(Endpoint::Content, id, first_seen, |body| {
+    /// from the generation's metadata record (the content answer has none),
+    /// and is the start its 404 window trusts.
+    pub async fn fetch_content(&self, id: &str, created_at: Option<i64>) -> Fetched<Box<Content>> {
+        let started = created_at
+            .and_then(|micros| u64::try_from(micros).ok())
+            .map(|micros| UNIX_EPOCH + Duration::from_micros(micros));
+        self.fetch_from(Endpoint::Content, id, started, None, |body| {
             let now = chrono::Utc::now().timestamp_micros();
             parse_content(body, id, created_at, now)
                 .map(Box::new)
@@ -212,12 +214,14 @@ impl Client {
         .await
     }
 
-    /// The retry loop both endpoints share.
+    /// The retry loop both endpoints share. `started`: when the generation
+    /// began, if known; `first_404`: when an earlier run first got a 404.
     async fn fetch_from<T>(
         &self,
         endpoint: Endpoint,
         id: &str,
-        first_seen: SystemTime,
+        started: Option<SystemTime>,
+        mut first_404: Option<SystemTime>,
         parse: impl Fn(&str) -> Result<T, Unparsed>,
     ) -> Fetched<T> {
         let mut attempts = 0u32;
@@ -226,25 +230,26 @@ impl Client {
         let end = |reason: Reason, status: Option<u16>, attempts: u32, message: &str| {
             failure(endpoint.reason(reason), status, attempts, message)
         };
-        let stopped = |attempts| {
+        let stopped = |attempts, first_404| {
             let message = "run stopped before this ID was done";
-            Fetched::Pending(end(Reason::Stopped, None, attempts, message))
+            let f = end(Reason::Stopped, None, attempts, message);
+            Fetched::Pending(Failure { first_404, ..f })
         };
         loop {
             // The connection slot first, then the rate token, so a token is
             // never spent waiting for a slot.
             let permit = tokio::select! {
                 biased;
-                _ = self.stop.stopped() => return stopped(attempts),
+                _ = self.stop.stopped() => return stopped(attempts, first_404),
                 permit = self.inflight.acquire() => permit,
             };
             let ticket = tokio::select! {
                 biased;
-                _ = self.stop.stopped() => return stopped(attempts),
+                _ = self.stop.stopped() => return stopped(attempts, first_404),
                 ticket = self.pacer.acquire() => ticket,
             };
             if self.stop.is_stopped() || permit.is_err() {
-                return stopped(attempts);
+                return stopped(attempts, first_404);
             }
             attempts += 1;
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -255,21 +260,32 @@ impl Client {
                 Answer::RateLimited => continue,
                 Answer::NotFound => {
                     not_found += 1;
-                    match self.not_found_delay(id, first_seen, not_found) {
-                        Some(delay) => delay,
+                    let now = SystemTime::now();
+                    let first = *first_404.get_or_insert(now);
+                    let window = NotFoundWindow::new(started, first, self.fetch.not_found_grace);
+                    match window.next_try(now) {
                         None => {
                             let message = format!(
-                                "still 404 after {attempts} tries; generation is older than the grace period"
+                                "still 404 after {attempts} tries; the first 404 and the generation's start are older than the grace period"
                             );
                             let f = end(Reason::NotFound, Some(404), attempts, &message);
-                            return Fetched::Failed(f);
+                            return Fetched::Failed(Failure { first_404, ..f });
                         }
+                        Some(_) if not_found >= retry::NOT_FOUND_TRIES => {
+                            let message = format!(
+                                "404 on each of {not_found} tries in this run; left for a later run"
+                            );
+                            let f = end(Reason::NotYetFound, Some(404), attempts, &message);
+                            return Fetched::Pending(Failure { first_404, ..f });
+                        }
+                        Some(delay) => delay,
                     }
                 }
                 Answer::Refused(status, message) => {
                     self.stop.trigger(StopReason::Refused { status, message });
                     let message = "the API refused the key or credits";
-                    return Fetched::Pending(end(Reason::Stopped, Some(status), attempts, message));
+                    let f = end(Reason::Stopped, Some(status), attempts, message);
+                    return Fetched::Pending(Failure { first_404, ..f });
                 }
                 Answer::Rejected(403, excerpt) if endpoint == Endpoint::Content => {
                     let f = failure(Reason::ContentForbidden, Some(403), attempts, &excerpt);
@@ -294,7 +310,7 @@ impl Client {
                             "gave up after {transient} transient failures; last: {message}"
                         );
                         let f = end(Reason::RetriesExhausted, status, attempts, &message);
-                        return Fetched::Pending(f);
+                        return Fetched::Pending(Failure { first_404, ..f });
                     }
                     let ceiling = retry::backoff_ceiling(
                         self.fetch.backoff_initial,
@@ -309,37 +325,10 @@ impl Client {
             };
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                _ = self.stop.stopped() => return stopped(attempts),
+                _ = self.stop.stopped() => return stopped(attempts, first_404),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-    }
-
-    /// The wait before asking again after the `not_found`th 404, or `None`
-    /// when the generation is older than `fetch.not_found_grace` (then the 404
-    /// is final).
-    fn not_found_delay(
-        &self,
-        id: &str,
-        first_seen: SystemTime,
-        not_found: u32,
-    ) -> Option<Duration> {
-        let created = created_from_id(id).unwrap_or(first_seen);
-        let age = SystemTime::now()
-            .duration_since(created)
-            .unwrap_or_default();
-        let left = self
-            .fetch
-            .not_found_grace
-            .checked_sub(age)
-            .filter(|d| !d.is_zero())?;
-        let ceiling = retry::backoff_ceiling(
-            self.fetch.backoff_initial,
-            self.fetch.backoff_max,
-            not_found - 1,
-        );
-        // The last try lands just after the grace period ends.
-        Some(retry::equal_jitter(ceiling).min(left + Duration::from_millis(1)))
     }
 
     /// Sends one request and classifies the answer, telling the pacer.
@@ -373,6 +362,9 @@ impl Client {
             self.rate_limited(id, ticket, response.headers());
             return Answer::RateLimited;
         }
+        // Every other answer counts against the server's limit, errors too.
+        self.pacer
+            .on_answer(ticket, allowance(response.headers(), SystemTime::now()));
         let wait = (code == 503)
             .then(|| announced_wait(response.headers(), SystemTime::now()))
             .flatten();
@@ -400,7 +392,6 @@ impl Client {
                 wait,
             };
         }
-        self.pacer.on_success();
         match code {
             200 => match parse(&body) {
                 Ok(record) => Answer::Record(record),
@@ -448,7 +439,18 @@ fn failure(reason: Reason, http_status: Option<u16>, attempts: u32, message: &st
         http_status,
         attempts,
         message: message.to_owned(),
+        first_404: None,
     }
+}
+
+/// The budget an answer's `X-RateLimit-*` headers announce, for the pacer.
+fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Allowance> {
+    let (limit, remaining, reset) = retry::allowance(headers, now)?;
+    Some(Allowance {
+        limit,
+        remaining,
+        reset: reset.map(|wait| tokio::time::Instant::now() + wait),
+    })
 }
 
 /// The error message of an OpenRouter error body, or the body's start.
@@ -521,6 +523,7 @@ mod tests {
             (Reason::InvalidResponse, "content_invalid_response"),
             (Reason::RetriesExhausted, "content_retries_exhausted"),
             (Reason::Stopped, "content_stopped"),
+            (Reason::NotYetFound, "content_not_yet_found"),
         ];
         for (metadata, content) in pairs {
             assert_eq!(Endpoint::Metadata.reason(metadata), metadata);

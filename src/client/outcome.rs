@@ -16,6 +16,9 @@ pub enum Reason {
     RetriesExhausted,
     /// Pending: the run stopped (401/402 or a signal) before the ID was done.
     Stopped,
+    /// Pending: still 404 after this run's tries, but the 404 window (from
+    /// the first 404 and the generation's start) has not passed yet.
+    NotYetFound,
     /// The content endpoint answered 403 (not allowed to see it: ZDR or
     /// regional traffic, or not an organisation admin).
     ContentForbidden,
@@ -27,6 +30,8 @@ pub enum Reason {
     ContentRetriesExhausted,
     /// Content pending: the run stopped before the content was fetched.
     ContentStopped,
+    /// Content pending: still 404 inside its window after this run's tries.
+    ContentNotYetFound,
 }
 
 impl Reason {
@@ -39,12 +44,14 @@ impl Reason {
             Reason::InvalidResponse => "invalid_response",
             Reason::RetriesExhausted => "retries_exhausted",
             Reason::Stopped => "stopped",
+            Reason::NotYetFound => "not_yet_found",
             Reason::ContentForbidden => "content_forbidden",
             Reason::ContentNotFound => "content_not_found",
             Reason::ContentHttpError => "content_http_error",
             Reason::ContentInvalidResponse => "content_invalid_response",
             Reason::ContentRetriesExhausted => "content_retries_exhausted",
             Reason::ContentStopped => "content_stopped",
+            Reason::ContentNotYetFound => "content_not_yet_found",
         }
     }
 
@@ -58,6 +65,7 @@ impl Reason {
                 | Reason::ContentInvalidResponse
                 | Reason::ContentRetriesExhausted
                 | Reason::ContentStopped
+                | Reason::ContentNotYetFound
         )
     }
 }
@@ -69,6 +77,8 @@ pub struct Failure {
     pub http_status: Option<u16>,
     pub attempts: u32,
     pub message: String,
+    /// When the first 404 for the ID came, if one did (kept across runs).
+    pub first_404: Option<std::time::SystemTime>,
 }
 
 /// The end of one ID's fetch: `T` is the metadata record, or its content.

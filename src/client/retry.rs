@@ -33,22 +33,53 @@ pub fn announced_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
         }
     }
     let exhausted = header("x-ratelimit-remaining").is_some_and(|v| v == "0");
-    if exhausted
-        && let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.parse::<f64>().ok())
-    {
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let reset_secs = match reset {
-            r if r >= 1e12 => r / 1000.0,
-            r if r >= 1e9 => r,
-            // A small number is a delay, not an instant.
-            r => now_secs + r,
-        };
-        return non_negative_secs(reset_secs - now_secs).or(Some(Duration::ZERO));
+    if exhausted {
+        return reset_after(headers, now);
     }
     None
+}
+
+/// The budget an answer's `X-RateLimit-Remaining` (with `-Limit` and
+/// `-Reset`) announces, with the reset as a wait from `now`; `None` when the
+/// answer has no (readable) `X-RateLimit-Remaining`.
+pub fn allowance(
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<(Option<u64>, u64, Option<Duration>)> {
+    let number = |name: &str| {
+        let value = headers.get(name)?.to_str().ok()?.trim();
+        // Some servers send a fraction of a token.
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    let remaining = number("x-ratelimit-remaining")?.floor() as u64;
+    let limit = number("x-ratelimit-limit").map(|v| v as u64);
+    Some((limit, remaining, reset_after(headers, now)))
+}
+
+/// How long until `X-RateLimit-Reset`: epoch seconds, epoch milliseconds, or
+/// seconds from now (the unit is undocumented, so the size tells).
+fn reset_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let reset = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let reset_secs = match reset {
+        r if r >= 1e12 => r / 1000.0,
+        r if r >= 1e9 => r,
+        // A small number is a delay, not an instant.
+        r => now_secs + r,
+    };
+    non_negative_secs(reset_secs - now_secs).or(Some(Duration::ZERO))
 }
 
 fn non_negative_secs(secs: f64) -> Option<Duration> {
@@ -65,10 +96,61 @@ pub fn full_jitter(ceiling: Duration) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// Equal jitter: uniform in `[ceiling/2, ceiling]`, for waits that must not
-/// collapse to zero (the 404 window).
-pub fn equal_jitter(ceiling: Duration) -> Duration {
-    ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64())
+/// At most this many 404s for one ID in one run: the window's tries (see
+/// [`NotFoundWindow`]) number this many, so the bound only guards against a
+/// clock that jumps back. After it the ID is left pending.
+pub const NOT_FOUND_TRIES: u32 = 8;
+/// How far in the future a `gen-<unix>-` prefix may lie (clock skew) and
+/// still be trusted.
+pub const PREFIX_SKEW: Duration = Duration::from_secs(300);
+/// Prefixes before 2023-01-01 (before OpenRouter's IDs) are not trusted.
+const PREFIX_EPOCH: Duration = Duration::from_secs(1_672_531_200);
+
+/// When a 404 is final. OpenRouter answers 404 until a generation's metadata
+/// is written, a few seconds after it *ends*; the `gen-<unix>-` prefix says
+/// when it *started*, and a reasoning generation can run for many minutes.
+/// So a 404 is final only once both the start (when trusted) and the first
+/// 404 are more than the grace ago.
+///
+/// Until then the ID is asked again at `grace/64, grace/32, …, grace/2,
+/// grace` after the window opened: eight requests in all, dense while a
+/// fresh generation is most likely to appear, the last just past the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotFoundWindow {
+    opened: SystemTime,
+    grace: Duration,
+}
+
+impl NotFoundWindow {
+    /// The window for an ID whose generation `started` (from its prefix, if
+    /// any) and whose first 404 came at `first_404`. A start in the future
+    /// beyond [`PREFIX_SKEW`], or before 2023, is not trusted.
+    pub fn new(started: Option<SystemTime>, first_404: SystemTime, grace: Duration) -> Self {
+        let trusted =
+            started.filter(|s| *s >= UNIX_EPOCH + PREFIX_EPOCH && *s <= first_404 + PREFIX_SKEW);
+        NotFoundWindow {
+            opened: trusted.map_or(first_404, |s| s.max(first_404)),
+            grace,
+        }
+    }
+
+    /// The wait before the next try after a 404 at `now`, or `None` when
+    /// the 404 is final.
+    pub fn next_try(&self, now: SystemTime) -> Option<Duration> {
+        let end = self.opened + self.grace;
+        if now >= end {
+            return None;
+        }
+        let next = (0..NOT_FOUND_TRIES - 1)
+            .rev()
+            .map(|k| self.opened + self.grace / (1 << k))
+            .find(|at| *at > now)
+            .unwrap_or(end);
+        let wait = next.duration_since(now).unwrap_or_default();
+        // A little jitter, only ever later, so IDs read together spread out
+        // and the last try still lands past the end.
+        Some(wait + wait.mul_f64(0.05 * fastrand::f64()) + Duration::from_millis(1))
+    }
 }
 
 /// When a generation was created, from its `gen-<unix seconds>-…` ID.
@@ -135,9 +217,48 @@ mod tests {
         assert_eq!(backoff_ceiling(initial, max, 40), max);
         for _ in 0..1000 {
             assert!(full_jitter(max) <= max);
-            let e = equal_jitter(max);
-            assert!(e >= max / 2 && e <= max);
         }
+    }
+
+    #[test]
+    fn a_404_is_final_only_when_start_and_first_404_are_past_the_grace() {
+        let grace = Duration::from_secs(120);
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_764_704_000 + secs);
+        // Started 15 minutes before its first 404: the prefix alone would
+        // call it final at once; the first 404 keeps it open for the grace.
+        let long = NotFoundWindow::new(Some(at(0)), at(900), grace);
+        let mut now = at(900);
+        let mut tries = 1;
+        while let Some(wait) = long.next_try(now) {
+            assert!(wait > Duration::ZERO);
+            now += wait;
+            tries += 1;
+        }
+        assert!(
+            now >= at(1020),
+            "final only past the grace from the first 404"
+        );
+        assert!(now < at(1020) + Duration::from_secs(8), "and soon after it");
+        assert_eq!(tries, NOT_FOUND_TRIES, "eight requests in all");
+        // A prefix in the future within the skew delays the end; beyond the
+        // skew, or absurd, or absent, only the first 404 counts.
+        let skewed = NotFoundWindow::new(Some(at(1060)), at(1000), grace);
+        assert!(skewed.next_try(at(1125)).is_some());
+        for started in [
+            Some(at(86_400)),
+            Some(UNIX_EPOCH + Duration::from_secs(99_999_999_999)),
+            Some(UNIX_EPOCH),
+            None,
+        ] {
+            let window = NotFoundWindow::new(started, at(1000), grace);
+            assert!(window.next_try(at(1119)).is_some());
+            assert_eq!(window.next_try(at(1120)), None, "{started:?}");
+        }
+        // With no grace, the first 404 is final.
+        assert_eq!(
+            NotFoundWindow::new(None, at(0), Duration::ZERO).next_try(at(0)),
+            None
+        );
     }
 
     #[test]

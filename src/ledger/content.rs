@@ -26,7 +26,7 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
         self.take(
-            "SELECT id, seq, first_seen, content_status, created_at FROM ids
+            "SELECT id, seq, NULL, content_status, created_at FROM ids
              WHERE seq > ?3 AND status = 1 AND (content_status IS NULL OR content_status = 0)
              AND last_run < ?1 ORDER BY seq LIMIT ?2",
             run_no,

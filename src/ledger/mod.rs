@@ -81,12 +81,13 @@ const FILE_COMMITTED: i64 = 2;
 /// What the ledger says about an ID the input offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Fetch it; first seen at this instant (microseconds), for the 404 window.
-    /// `seq` is its number in the ledger, by which its rows are linked.
+    /// Fetch it. `first_404_micros`: when an earlier run first got a 404
+    /// for it, for the 404 window. `seq` is its number in the ledger, by
+    /// which its rows are linked.
     /// `content_due`: its content is neither exported nor failed yet.
     Fetch {
         seq: i64,
-        first_seen_micros: i64,
+        first_404_micros: Option<i64>,
         content_due: bool,
     },
     AlreadyExported,
@@ -102,7 +103,8 @@ pub struct Leftover {
     pub id: String,
     /// Its number in the ledger (see [`Admission::Fetch`]).
     pub seq: i64,
-    pub first_seen_micros: i64,
+    /// When an earlier run first got a 404 for it.
+    pub first_404_micros: Option<i64>,
     /// The content is neither exported nor failed yet.
     pub content_due: bool,
     /// The generation's `created_at`, known once its metadata is exported.
@@ -170,7 +172,8 @@ impl Ledger {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
             schema::upgrade(c)?;
-            c.execute_batch(schema::SCHEMA)
+            c.execute_batch(schema::SCHEMA)?;
+            schema::add_columns(c)
         })?;
         Ok(ledger)
     }
@@ -270,7 +273,7 @@ impl Ledger {
             let mut out = vec![Admission::Duplicate; ids.len()];
             {
                 let mut get = tx.prepare_cached(
-                    "SELECT seq, status, last_run, first_seen, content_status FROM ids
+                    "SELECT seq, status, last_run, first_404, content_status FROM ids
                      WHERE key = ?1 AND id = ?2",
                 )?;
                 let mut insert = tx.prepare_cached(
@@ -279,16 +282,16 @@ impl Ledger {
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for at in order {
                     let (id, key) = (ids[at], keys[at]);
-                    let known: Option<(i64, i64, i64, i64, Option<i64>)> = get
+                    let known: Option<(i64, i64, i64, Option<i64>, Option<i64>)> = get
                         .query_row(params![key, id], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                         })
                         .optional()?;
-                    let Some((seq, status, last_run, first_seen, content)) = known else {
+                    let Some((seq, status, last_run, first_404, content)) = known else {
                         insert.execute(params![key, id, now_micros, run_no])?;
                         out[at] = Admission::Fetch {
                             seq: tx.last_insert_rowid(),
-                            first_seen_micros: now_micros,
+                            first_404_micros: None,
                             content_due: true,
                         };
                         continue;
@@ -301,7 +304,7 @@ impl Ledger {
                             touch.execute(params![seq, run_no])?;
                             Admission::Fetch {
                                 seq,
-                                first_seen_micros: first_seen,
+                                first_404_micros: first_404,
                                 content_due: content_due(content),
                             }
                         }
@@ -372,7 +375,7 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
         self.take(
-            "SELECT id, seq, first_seen, content_status, created_at FROM ids
+            "SELECT id, seq, first_404, content_status, created_at FROM ids
              WHERE seq > ?3 AND status = 0 AND last_run < ?1 ORDER BY seq LIMIT ?2",
             run_no,
             after,
@@ -395,7 +398,7 @@ impl Ledger {
                     Ok(Leftover {
                         id: r.get(0)?,
                         seq: r.get(1)?,
-                        first_seen_micros: r.get(2)?,
+                        first_404_micros: r.get(2)?,
                         content_due: content_due(r.get(3)?),
                         created_at: r.get(4)?,
                     })
@@ -543,14 +546,16 @@ impl Ledger {
         marked
     }
 
-    /// Records the end of IDs that were not exported: `Failed` or `Pending`.
+    /// Records the end of IDs that were not exported: `Failed` or `Pending`,
+    /// keeping the time of an ID's first 404 once known.
     pub fn record(&mut self, rows: &[FailureRow], status: IdStatus) -> Result<(), LedgerError> {
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE ids SET status = ?3, attempts = attempts + ?4, reason = ?5, http_status = ?6,
-                     last_error = ?7 WHERE key = ?1 AND id = ?2 AND status != 1",
+                     last_error = ?7, first_404 = coalesce(first_404, ?8)
+                     WHERE key = ?1 AND id = ?2 AND status != 1",
                 )?;
                 for row in rows.iter().filter(|r| r.reason != Reason::InvalidId) {
                     update.execute(params![
@@ -560,11 +565,43 @@ impl Ledger {
                         row.attempts,
                         row.reason.as_str(),
                         row.http_status,
-                        row.message
+                        row.message,
+                        row.first_404_micros
                     ])?;
                 }
             }
             tx.commit()
+        })
+    }
+
+    /// The request rate the API at `api` (its base URL) last accepted, as a
+    /// run learned it, requests per second.
+    pub fn learned_rate(&self, api: &str) -> Result<Option<f64>, LedgerError> {
+        self.sql(|c| {
+            c.query_row(
+                "SELECT rate FROM learned_rates WHERE api = ?1",
+                [api],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Keeps the rate a run learned for the API at `api`, for the next run
+    /// to start from.
+    pub fn save_learned_rate(
+        &mut self,
+        api: &str,
+        rate: f64,
+        learned_at: &str,
+    ) -> Result<(), LedgerError> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO learned_rates (api, rate, learned_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (api) DO UPDATE SET rate = ?2, learned_at = ?3",
+                params![api, rate, learned_at],
+            )
+            .map(drop)
         })
     }
 

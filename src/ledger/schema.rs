@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS ids (
     last_run INTEGER NOT NULL,
     content_status INTEGER,
     content_reason TEXT,
-    created_at INTEGER
+    created_at INTEGER,
+    first_404 INTEGER
 );
 CREATE INDEX IF NOT EXISTS ids_key ON ids(key);
 CREATE TABLE IF NOT EXISTS file_rows (
@@ -69,6 +70,11 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     exit_code INTEGER,
     manifest TEXT
+);
+CREATE TABLE IF NOT EXISTS learned_rates (
+    api TEXT PRIMARY KEY,
+    rate REAL NOT NULL,
+    learned_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS queue_offsets (
     path TEXT PRIMARY KEY,
@@ -101,6 +107,41 @@ pub(super) fn upgrade(c: &Connection) -> rusqlite::Result<()> {
         Ok(())
     };
     match rebuilt {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Columns added to `ids` after its layout was set, with their types; a
+/// ledger that lacks one gets it (NULL in every existing row).
+const ADDED_COLUMNS: [(&str, &str); 1] = [
+    // When the first 404 for the ID came (microseconds), for the 404 window.
+    ("first_404", "INTEGER"),
+];
+
+/// Adds the [`ADDED_COLUMNS`] a ledger lacks, in one transaction that
+/// looks again once it holds the write lock, so two openers cannot both add.
+pub(super) fn add_columns(c: &Connection) -> rusqlite::Result<()> {
+    let missing = |c: &Connection| -> rusqlite::Result<Vec<(&str, &str)>> {
+        let present = columns(c, "ids")?;
+        Ok(ADDED_COLUMNS
+            .into_iter()
+            .filter(|(name, _)| !present.iter().any(|p| p == name))
+            .collect())
+    };
+    if missing(c)?.is_empty() {
+        return Ok(());
+    }
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let added = missing(c).and_then(|columns| {
+        columns.into_iter().try_for_each(|(name, kind)| {
+            c.execute_batch(&format!("ALTER TABLE ids ADD COLUMN {name} {kind}"))
+        })
+    });
+    match added {
         Ok(()) => c.execute_batch("COMMIT"),
         Err(e) => {
             let _ = c.execute_batch("ROLLBACK");

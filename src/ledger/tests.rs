@@ -117,7 +117,7 @@ fn opens_a_first_release_ledger_and_rebuilds_it_in_the_current_layout() {
             Admission::AlreadyExported,
             Admission::Fetch {
                 seq: 2,
-                first_seen_micros: 8,
+                first_404_micros: None,
                 content_due: true
             }
         ]
@@ -129,7 +129,7 @@ fn opens_a_first_release_ledger_and_rebuilds_it_in_the_current_layout() {
         [Leftover {
             id: "gen-old".into(),
             seq: 1,
-            first_seen_micros: 7,
+            first_404_micros: None,
             content_due: true,
             created_at: None
         }]
@@ -204,6 +204,7 @@ fn failed_content_stays_failed_until_requeued_and_pending_content_comes_back() {
         http_status: Some(403),
         attempts: 1,
         message: String::new(),
+        first_404_micros: None,
     };
     ledger
         .record_content(&[row("gen-a", Reason::ContentForbidden)], IdStatus::Failed)
@@ -331,6 +332,7 @@ fn ids_that_share_a_key_stay_apart() {
         http_status: Some(400),
         attempts: 1,
         message: String::new(),
+        first_404_micros: None,
     };
     ledger.record(&[failed], IdStatus::Failed).unwrap();
     assert_eq!(
@@ -349,4 +351,76 @@ fn the_id_key_never_changes() {
         schema::id_key("gen-1731234567-AbCdEfGhIjKlMnOpQrSt"),
         -4984763463020983317
     );
+}
+
+#[test]
+fn the_first_404_and_the_learned_rate_outlive_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("_state").join("genledger.db");
+    let mut ledger = Ledger::open(&path, dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    ledger.admit(&["gen-late"], run, 1, None).unwrap();
+    let pending = |first_404| FailureRow {
+        id: "gen-late".into(),
+        line: None,
+        reason: Reason::NotYetFound,
+        http_status: Some(404),
+        attempts: 8,
+        message: String::new(),
+        first_404_micros: first_404,
+    };
+    ledger
+        .record(&[pending(Some(5))], IdStatus::Pending)
+        .unwrap();
+    // A later run's own first 404 does not move the one kept.
+    ledger
+        .record(&[pending(Some(9))], IdStatus::Pending)
+        .unwrap();
+    let run = ledger.begin_run("r2", "0", "later").unwrap();
+    assert_eq!(
+        ledger.admit(&["gen-late"], run, 2, None).unwrap(),
+        [Admission::Fetch {
+            seq: 1,
+            first_404_micros: Some(5),
+            content_due: true
+        }]
+    );
+    let run = ledger.begin_run("r3", "0", "later still").unwrap();
+    let left = ledger.take_leftovers(run, 0, 10).unwrap();
+    assert_eq!(left[0].first_404_micros, Some(5));
+
+    let api = "https://openrouter.ai/api/v1";
+    assert_eq!(ledger.learned_rate(api).unwrap(), None);
+    ledger.save_learned_rate(api, 97.5, "t1").unwrap();
+    ledger.save_learned_rate(api, 48.25, "t2").unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&path, dir.path()).unwrap();
+    assert_eq!(ledger.learned_rate(api).unwrap(), Some(48.25));
+    assert_eq!(
+        ledger.learned_rate("http://127.0.0.1:9/api/v1").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_ledger_without_the_first_404_column_gains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("genledger.db");
+    let schema = super::schema::SCHEMA.replace(",\n    first_404 INTEGER", "");
+    assert_ne!(schema, super::schema::SCHEMA, "the column was taken out");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&schema)
+        .unwrap();
+    assert!(!columns(&path, "ids").iter().any(|c| c == "first_404"));
+    let mut ledger = Ledger::open(&path, dir.path()).unwrap();
+    assert!(columns(&path, "ids").iter().any(|c| c == "first_404"));
+    let run = ledger.begin_run("r", "0", "now").unwrap();
+    assert!(matches!(
+        ledger.admit(&["gen-a"], run, 1, None).unwrap()[..],
+        [Admission::Fetch {
+            first_404_micros: None,
+            ..
+        }]
+    ));
 }

@@ -103,6 +103,9 @@ pub struct FailureRow {
     pub http_status: Option<u16>,
     pub attempts: u32,
     pub message: String,
+    /// When the first 404 for the ID came (microseconds), kept in the
+    /// ledger for the 404 window; not a column of the failures file.
+    pub first_404_micros: Option<i64>,
 }
 
 /// Sums over the exported records, exact.

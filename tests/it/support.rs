@@ -48,6 +48,8 @@ pub fn settings(sim: &SimHandle, ids: &Path, out: &Path, format: Format) -> Sett
     raw.fetch.max_attempts = 30;
     raw.fetch.backoff_initial = Duration::from_millis(1);
     raw.fetch.backoff_max = Duration::from_millis(20);
+    // A 404 is final at once unless a test opens the window.
+    raw.fetch.not_found_grace = Duration::ZERO;
     raw.fetch.timeout = Duration::from_secs(20);
     with_raw(raw)
 }

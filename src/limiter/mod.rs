@@ -1,0 +1,388 @@
+//! Request pacing: a governor rate limiter paced at the rate the
+//! [`Controller`] finds, the global pause that one 429 imposes on every
+//! worker, and the budget a server announces in `X-RateLimit-*` headers.
+//!
+//! - **Pause.** A 429 pauses every request until the instant it announced;
+//!   no worker sends before then.
+//! - **Budget.** When answers carry `X-RateLimit-Remaining` (and `-Reset`),
+//!   no request is sent that the server would have to refuse: requests
+//!   already on the wire are counted against what it said was left, and
+//!   sending holds until the reset once nothing is. A hold is a signal too,
+//!   so the rate settles where the budget lasts.
+//! - **Rate.** The controller (see `control`) learns the server's real limit
+//!   from 429s and holds; it never exceeds `fetch.requests_per_second`.
+//!   Below that rate the burst is one: a server that just refused has an
+//!   empty bucket.
+//!
+//! Signals are taken once per episode: answers to requests sent before the
+//! last cut (an older [`Ticket`] epoch) extend a pause but do not cut again.
+
+mod control;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+pub use control::{BETA, Controller, FLOOR_SHARE, MARGIN, Signal};
+
+/// The limiter is rebuilt when the rate moved by more than this share; each
+/// rebuild costs up to one period of sending, so small moves wait.
+const REINSTALL_SHARE: f64 = 0.01;
+
+/// What an answer's `X-RateLimit-*` headers said about the budget left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowance {
+    pub limit: Option<u64>,
+    pub remaining: u64,
+    /// When the budget is restored, if announced.
+    pub reset: Option<Instant>,
+}
+
+/// The budget as last announced, net of requests sent since.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Requests left after every request sent up to `sent_at` is counted.
+    left: i64,
+    /// The send counter when `left` was computed.
+    sent_at: u64,
+    /// The ticket whose answer announced it; older answers are staler.
+    from: u64,
+    reset: Instant,
+}
+
+/// Shared by every fetch worker.
+pub struct Pacer {
+    burst: NonZeroU32,
+    state: Mutex<State>,
+    limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
+}
+
+struct State {
+    control: Controller,
+    /// The rate the current governor limiter paces at.
+    installed: f64,
+    /// Bumped on every signal; a ticket from an older epoch was sent before it.
+    epoch: u64,
+    paused_until: Option<Instant>,
+    budget: Option<Budget>,
+    /// The reset of the last budget whose running out was signalled.
+    signalled: Option<Instant>,
+    /// Requests sent so far.
+    sent: u64,
+}
+
+/// Proof that a request may be sent: the epoch it was sent in and its number.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    epoch: u64,
+    number: u64,
+}
+
+impl Pacer {
+    /// A pacer for at most `max_rate` requests per second, starting from the
+    /// ceiling `learned` by an earlier run when there is one.
+    pub fn new(max_rate: f64, burst: NonZeroU32, learned: Option<f64>) -> Pacer {
+        let control = Controller::new(max_rate, learned, Instant::now());
+        let rate = control.rate();
+        let burst_now = if rate >= max_rate {
+            burst
+        } else {
+            NonZeroU32::MIN
+        };
+        Pacer {
+            burst,
+            limiter: RwLock::new(Arc::new(build_limiter(rate, burst_now))),
+            state: Mutex::new(State {
+                control,
+                installed: rate,
+                epoch: 0,
+                paused_until: None,
+                budget: None,
+                signalled: None,
+                sent: 0,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent (every
+        // update is a plain field store), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a request may be sent: after any pause, within the
+    /// announced budget, within the rate.
+    pub async fn acquire(&self) -> Ticket {
+        loop {
+            if let Some(until) = self.hold() {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            let limiter = self.current_limiter();
+            limiter.until_ready().await;
+            // A pause may have begun, the budget run out, or the rate changed
+            // while this worker waited; a replaced limiter no longer paces
+            // anyone, so a cell from it does not count.
+            let mut state = self.state();
+            let now = Instant::now();
+            if state.paused_until.is_some_and(|t| t > now)
+                || state.budget_hold(now).is_some()
+                || !Arc::ptr_eq(&limiter, &self.current_limiter())
+            {
+                continue;
+            }
+            state.sent += 1;
+            return Ticket {
+                epoch: state.epoch,
+                number: state.sent,
+            };
+        }
+    }
+
+    /// When sending may go on, if it must wait: a pause, or a spent budget
+    /// (which is a signal the first time it holds anyone).
+    fn hold(&self) -> Option<Instant> {
+        let mut state = self.state();
+        let now = Instant::now();
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Some(until);
+            }
+            state.paused_until = None;
+            state.control.on_resumed(until);
+        }
+        let until = state.budget_hold(now)?;
+        let wait = until - now;
+        // A hold shorter than two requests' spacing is the budget's own end,
+        // not a sign of sending too fast.
+        if state.signalled != Some(until) && wait.as_secs_f64() * state.control.rate() > 2.0 {
+            state.signalled = Some(until);
+            self.signal(&mut state, Signal::BudgetLow(wait), now);
+        }
+        Some(until)
+    }
+
+    /// A 429 arrived for a request sent with `ticket`: pause everyone for
+    /// `wait` and, once per episode, tell the controller.
+    pub fn on_rate_limited(&self, ticket: Ticket, wait: Duration) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let until = now + wait;
+        if state.paused_until.is_none_or(|t| t < until) {
+            state.paused_until = Some(until);
+        }
+        if ticket.epoch == state.epoch {
+            self.signal(&mut state, Signal::RateLimited(wait), now);
+            tracing::debug!(
+                rate = state.control.rate(),
+                wait_ms = wait.as_millis() as u64,
+                "rate limited; pausing every request"
+            );
+        }
+    }
+
+    /// An answer that was not a 429 arrived, with the budget its headers
+    /// announced, if any.
+    pub fn on_answer(&self, ticket: Ticket, allowance: Option<Allowance>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(allowance) = allowance {
+            state.note_budget(ticket, allowance, now);
+        }
+        state.control.on_accepted(now);
+        self.follow(&mut state, now, false);
+    }
+
+    fn signal(&self, state: &mut State, signal: Signal, now: Instant) {
+        state.epoch += 1;
+        state.control.on_signal(signal, now);
+        self.follow(state, now, true);
+    }
+
+    /// Rebuilds the limiter when the controller's rate moved far enough.
+    fn follow(&self, state: &mut State, now: Instant, force: bool) {
+        state.control.advance(now);
+        let rate = state.control.rate();
+        let moved = (rate - state.installed).abs() > state.installed * REINSTALL_SHARE;
+        if !(force || moved) {
+            return;
+        }
+        state.installed = rate;
+        let burst = if rate >= state.control.max() {
+            self.burst
+        } else {
+            NonZeroU32::MIN
+        };
+        let limiter = build_limiter(rate, burst);
+        *self.limiter.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limiter);
+    }
+
+    /// The current adaptive rate, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.state().control.rate()
+    }
+
+    /// The ceiling learned so far (or remembered), requests per second.
+    pub fn learned(&self) -> Option<f64> {
+        self.state().control.ceiling()
+    }
+
+    fn current_limiter(&self) -> Arc<DefaultDirectRateLimiter> {
+        self.limiter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl State {
+    /// Takes in a budget an answer announced, unless a later-sent request's
+    /// answer already spoke for the same window.
+    fn note_budget(&mut self, ticket: Ticket, allowance: Allowance, now: Instant) {
+        let reset = allowance.reset.unwrap_or(now + Duration::from_secs(1));
+        let newer_window = self.budget.is_none_or(|b| reset > b.reset);
+        let fresher = self.budget.is_none_or(|b| ticket.number >= b.from);
+        if !(newer_window || fresher) {
+            return;
+        }
+        // Requests sent after this one may not have been counted yet.
+        let unseen = self.sent.saturating_sub(ticket.number);
+        self.budget = Some(Budget {
+            left: allowance.remaining as i64 - unseen as i64,
+            sent_at: self.sent,
+            from: ticket.number,
+            reset,
+        });
+    }
+
+    /// The reset to wait for when the budget is spent.
+    fn budget_hold(&mut self, now: Instant) -> Option<Instant> {
+        let budget = self.budget?;
+        if budget.reset <= now {
+            self.budget = None;
+            return None;
+        }
+        let left = budget.left - self.sent.saturating_sub(budget.sent_at) as i64;
+        (left <= 0).then_some(budget.reset)
+    }
+}
+
+/// A limiter pacing `rate` with `burst`, its burst already spent: a new
+/// limiter never lets a burst through, at start-up (the server's own bucket
+/// is then left its slack for jitter) or when the rate changes.
+fn build_limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+    let limiter = RateLimiter::direct(quota(rate, burst));
+    let _ = limiter.check_n(burst);
+    limiter
+}
+
+fn quota(rate: f64, burst: NonZeroU32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    // `with_period` only refuses a zero period, excluded just above.
+    Quota::with_period(period).map_or_else(
+        || Quota::per_second(NonZeroU32::MIN),
+        |q| q.allow_burst(burst),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn quota_paces_at_the_rate_with_the_burst() {
+        let clock = FakeRelativeClock::default();
+        let burst = NonZeroU32::new(5).unwrap();
+        let limiter = RateLimiter::direct_with_clock(quota(100.0, burst), clock.clone());
+        for _ in 0..5 {
+            assert!(limiter.check().is_ok());
+        }
+        assert!(limiter.check().is_err(), "burst exhausted");
+        clock.advance(Duration::from_millis(10));
+        assert!(limiter.check().is_ok(), "one cell per 10 ms at 100/s");
+        assert!(limiter.check().is_err());
+        // Over one simulated second at most 100 more cells pass.
+        let mut passed = 0;
+        for _ in 0..1000 {
+            clock.advance(Duration::from_millis(1));
+            passed += usize::from(limiter.check().is_ok());
+        }
+        assert_eq!(passed, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_worker_and_an_episode_cuts_once() {
+        let pacer = Arc::new(Pacer::new(1000.0, NonZeroU32::new(10).unwrap(), None));
+        let early = pacer.acquire().await;
+        let also_early = pacer.acquire().await;
+        let start = Instant::now();
+        pacer.on_rate_limited(early, Duration::from_secs(3));
+        let cut = pacer.rate();
+        assert!(cut < 1000.0);
+        // A 429 for a request sent before the cut is the same episode.
+        pacer.on_rate_limited(also_early, Duration::from_secs(3));
+        assert_eq!(pacer.rate(), cut, "one cut per episode");
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.acquire().await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        for worker in workers {
+            let sent_at = worker.await.unwrap();
+            assert!(sent_at >= start + Duration::from_secs(3));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_budget_is_never_overspent() {
+        let pacer = Pacer::new(1000.0, NonZeroU32::MIN, None);
+        let first = pacer.acquire().await;
+        // Three requests left in this window, which ends in two seconds.
+        let reset = Instant::now() + Duration::from_secs(2);
+        let allowance = Allowance {
+            limit: Some(100),
+            remaining: 3,
+            reset: Some(reset),
+        };
+        pacer.on_answer(first, Some(allowance));
+        for _ in 0..3 {
+            pacer.acquire().await;
+        }
+        assert!(Instant::now() < reset, "the budget was spent at the rate");
+        pacer.acquire().await;
+        assert!(Instant::now() >= reset, "the fourth waits for the reset");
+        assert!(pacer.rate() < 1000.0, "running out early slows the rate");
+        assert!(pacer.learned().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_on_the_wire_count_against_the_budget() {
+        let pacer = Pacer::new(1000.0, NonZeroU32::MIN, None);
+        let first = pacer.acquire().await;
+        for _ in 0..4 {
+            pacer.acquire().await;
+        }
+        // The first answer says 5 were left, but 4 more were sent since.
+        let reset = Instant::now() + Duration::from_secs(1);
+        pacer.on_answer(
+            first,
+            Some(Allowance {
+                limit: None,
+                remaining: 5,
+                reset: Some(reset),
+            }),
+        );
+        pacer.acquire().await;
+        assert!(Instant::now() < reset);
+        pacer.acquire().await;
+        assert!(Instant::now() >= reset);
+    }
+}
