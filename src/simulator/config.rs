@@ -21,6 +21,20 @@ pub enum RateLimitStyle {
     Bare,
 }
 
+/// Which algorithm enforces `rate_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LimiterKind {
+    /// Tokens refill at the rate up to `rate_burst`; a 429 waits for the next token
+    #[default]
+    TokenBucket,
+    /// ceil(rate * window) requests per window, windows aligned to whole multiples of
+    /// `rate_window` since the epoch; a 429 waits for the window end
+    FixedWindow,
+    /// ceil(rate * window) requests in any trailing `rate_window` (a sliding log); a 429 waits
+    /// until the oldest counted request leaves
+    SlidingWindow,
+}
+
 /// How the simulator behaves; `Default` is a fault-free, unlimited, instant server.
 #[derive(Clone, clap::Args)]
 pub struct SimConfig {
@@ -30,15 +44,36 @@ pub struct SimConfig {
     /// Extra random latency, uniform in [0, latency_jitter]
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub latency_jitter: Duration,
-    /// Enforce this many requests per second over both endpoints (token bucket); unset = unlimited
+    /// Enforce this many requests per second over both endpoints (with `limiter`); unset = unlimited
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// Which algorithm enforces `rate_limit`
+    #[arg(long, value_enum, default_value_t = LimiterKind::default())]
+    pub limiter: LimiterKind,
     /// Token bucket capacity; default max(1, rate_limit / 10) rounded
     #[arg(long)]
     pub rate_burst: Option<u32>,
+    /// Window length of the fixed- and sliding-window limiters
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub rate_window: Duration,
     /// Which headers a 429 carries
     #[arg(long, value_enum, default_value_t = RateLimitStyle::default())]
     pub rate_limit_style: RateLimitStyle,
+    /// Every rate-limit 429 announces exactly this wait (rounded up as its style requires)
+    /// instead of the limiter's own, and enforces it; scripted 429s keep `scripted_pause`
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_after: Option<Duration>,
+    /// Send X-RateLimit-Limit, -Remaining and -Reset (epoch seconds) on every answer of the
+    /// generation endpoints, not only on 429s
+    #[arg(long)]
+    pub rate_headers: bool,
+    /// From this long after the first request on, enforce half of `rate_limit`
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rate_halve_after: Option<Duration>,
+    /// From this long after the first request on, enforce the whole `rate_limit` again
+    /// (after `rate_halve_after`)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rate_recover_after: Option<Duration>,
     /// Answer every Nth request (counting all requests) with a 429 announcing `scripted_pause`;
     /// until the announced instant every request is answered 429
     #[arg(long)]
@@ -55,9 +90,18 @@ pub struct SimConfig {
     /// Probability per request of a truncated 200 (short body or JSON cut in the middle)
     #[arg(long, default_value_t = 0.0)]
     pub truncate_rate: f64,
-    /// Answer 404 while the generation is younger than this (age from the `gen-<unix>-` prefix)
+    /// Answer 404 while the generation is younger than this (age from the `gen-<unix>-` prefix,
+    /// or from the end of a long generation)
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub young_not_found: Duration,
+    /// Fraction of `gen-<unix>-` IDs, chosen by a hash of the part after the prefix, whose
+    /// generation runs long: they answer 404 until prefix + its duration
+    #[arg(long, default_value_t = 0.0)]
+    pub long_generation_share: f64,
+    /// Longest duration of a long generation (each one's is a hashed fraction of this, in
+    /// whole seconds)
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    pub long_generation_max: Duration,
     /// Fraction of IDs, chosen by hash, that are permanently 404
     #[arg(long, default_value_t = 0.0)]
     pub missing_rate: f64,
@@ -95,14 +139,22 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             rate_limit: None,
+            limiter: LimiterKind::default(),
             rate_burst: None,
+            rate_window: Duration::from_secs(1),
             rate_limit_style: RateLimitStyle::default(),
+            retry_after: None,
+            rate_headers: false,
+            rate_halve_after: None,
+            rate_recover_after: None,
             scripted_429_every: None,
             scripted_pause: Duration::from_secs(1),
             error_rate: 0.0,
             reset_rate: 0.0,
             truncate_rate: 0.0,
             young_not_found: Duration::ZERO,
+            long_generation_share: 0.0,
+            long_generation_max: Duration::from_secs(30 * 60),
             missing_rate: 0.0,
             unauthorized_after: None,
             payment_required_after: None,
@@ -122,14 +174,22 @@ impl fmt::Debug for SimConfig {
             .field("latency", &self.latency)
             .field("latency_jitter", &self.latency_jitter)
             .field("rate_limit", &self.rate_limit)
+            .field("limiter", &self.limiter)
             .field("rate_burst", &self.rate_burst)
+            .field("rate_window", &self.rate_window)
             .field("rate_limit_style", &self.rate_limit_style)
+            .field("retry_after", &self.retry_after)
+            .field("rate_headers", &self.rate_headers)
+            .field("rate_halve_after", &self.rate_halve_after)
+            .field("rate_recover_after", &self.rate_recover_after)
             .field("scripted_429_every", &self.scripted_429_every)
             .field("scripted_pause", &self.scripted_pause)
             .field("error_rate", &self.error_rate)
             .field("reset_rate", &self.reset_rate)
             .field("truncate_rate", &self.truncate_rate)
             .field("young_not_found", &self.young_not_found)
+            .field("long_generation_share", &self.long_generation_share)
+            .field("long_generation_max", &self.long_generation_max)
             .field("missing_rate", &self.missing_rate)
             .field("unauthorized_after", &self.unauthorized_after)
             .field("payment_required_after", &self.payment_required_after)
@@ -142,47 +202,7 @@ impl fmt::Debug for SimConfig {
     }
 }
 
-/// A knob outside its meaningful range.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SimConfigError {
-    #[error("`{name}` must be a probability between 0 and 1, got {value}")]
-    Probability { name: &'static str, value: f64 },
-    #[error("`rate_limit` must be a positive number of requests per second, got {0}")]
-    RateLimit(f64),
-    #[error("`{0}` must be at least 1")]
-    Zero(&'static str),
-}
-
 impl SimConfig {
-    /// Checks every knob; `Simulator::start` refuses a config that fails this.
-    pub fn validate(&self) -> Result<(), SimConfigError> {
-        let probabilities = [
-            ("error_rate", self.error_rate),
-            ("reset_rate", self.reset_rate),
-            ("truncate_rate", self.truncate_rate),
-            ("missing_rate", self.missing_rate),
-            ("content_forbidden_rate", self.content_forbidden_rate),
-            ("content_missing_rate", self.content_missing_rate),
-        ];
-        for (name, value) in probabilities {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(SimConfigError::Probability { name, value });
-            }
-        }
-        if let Some(rate) = self.rate_limit
-            && !(rate.is_finite() && rate > 0.0)
-        {
-            return Err(SimConfigError::RateLimit(rate));
-        }
-        if self.rate_burst == Some(0) {
-            return Err(SimConfigError::Zero("rate_burst"));
-        }
-        if self.scripted_429_every == Some(0) {
-            return Err(SimConfigError::Zero("scripted_429_every"));
-        }
-        Ok(())
-    }
-
     /// The token bucket capacity: `rate_burst`, else max(1, rate_limit / 10) rounded.
     pub fn burst(&self) -> u32 {
         match (self.rate_burst, self.rate_limit) {
@@ -239,31 +259,38 @@ mod tests {
     }
 
     #[test]
-    fn rejects_out_of_range_knobs() {
-        let bad = SimConfig {
-            error_rate: 1.5,
-            ..SimConfig::default()
-        };
-        assert!(matches!(
-            bad.validate(),
-            Err(SimConfigError::Probability {
-                name: "error_rate",
-                ..
-            })
-        ));
-        let bad = SimConfig {
-            rate_limit: Some(0.0),
-            ..SimConfig::default()
-        };
-        assert_eq!(bad.validate(), Err(SimConfigError::RateLimit(0.0)));
-        assert_eq!(SimConfig::default().validate(), Ok(()));
-        assert_eq!(
-            SimConfig {
-                rate_limit: Some(3.0),
-                ..SimConfig::default()
-            }
-            .burst(),
-            1
-        );
+    fn limiter_and_generation_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--rate-limit",
+            "3",
+            "--limiter",
+            "sliding-window",
+            "--rate-window",
+            "10s",
+            "--retry-after",
+            "1s",
+            "--rate-headers",
+            "--rate-halve-after",
+            "1m",
+            "--rate-recover-after",
+            "2m",
+            "--long-generation-share",
+            "0.1",
+            "--long-generation-max",
+            "5m",
+        ])
+        .expect("flags parse");
+        let sim = cli.sim;
+        assert_eq!(sim.limiter, LimiterKind::SlidingWindow);
+        assert_eq!(sim.rate_window, Duration::from_secs(10));
+        assert_eq!(sim.retry_after, Some(Duration::from_secs(1)));
+        assert!(sim.rate_headers);
+        assert_eq!(sim.rate_halve_after, Some(Duration::from_secs(60)));
+        assert_eq!(sim.rate_recover_after, Some(Duration::from_secs(120)));
+        assert_eq!(sim.long_generation_share, 0.1);
+        assert_eq!(sim.long_generation_max, Duration::from_secs(300));
+        assert_eq!(sim.burst(), 1);
+        assert!(format!("{sim:?}").contains("rate_recover_after: Some(120s)"));
     }
 }

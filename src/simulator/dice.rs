@@ -54,11 +54,20 @@ pub(crate) fn id_fraction(id: &str, salt: u64) -> f64 {
 
 /// The creation second encoded in a `gen-<unix>-<rest>` ID, if the ID has that shape.
 pub(crate) fn id_unix_seconds(id: &str) -> Option<i64> {
+    split_unix_id(id)?.0.parse().ok()
+}
+
+/// The part after the `gen-<unix>-` prefix, if the ID has that shape.
+pub(crate) fn id_tail(id: &str) -> Option<&str> {
+    split_unix_id(id).map(|(_, tail)| tail)
+}
+
+fn split_unix_id(id: &str) -> Option<(&str, &str)> {
     let (digits, rest) = id.strip_prefix("gen-")?.split_once('-')?;
     if digits.is_empty() || rest.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    Some((digits, rest))
 }
 
 /// The fault dice for request number `seq`: reproducible for a given seed and arrival order.
@@ -81,6 +90,8 @@ mod tests {
         assert_eq!(id_unix_seconds("gen-12x-abc"), None);
         assert_eq!(id_unix_seconds("gen-12-"), None);
         assert_eq!(id_unix_seconds("other-12-abc"), None);
+        assert_eq!(id_tail("gen-12-a-b"), Some("a-b"));
+        assert_eq!(id_tail("gen-12x-abc"), None);
     }
 
     #[test]

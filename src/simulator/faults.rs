@@ -1,10 +1,10 @@
 //! Per-request fault decisions, taken in a fixed order from authentication to truncation.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::config::SimConfig;
-use super::dice::{id_fraction, id_unix_seconds};
-use super::gate::{Gate, Limited};
+use super::dice::id_fraction;
+use super::gate::{Gate, Limited, Moment, Quota};
 
 const MISSING_SALT: u64 = 0x6D69_7373;
 const FORBIDDEN_SALT: u64 = 0x6634_3033;
@@ -91,7 +91,7 @@ impl Faults {
                 .api_key
                 .as_ref()
                 .map(|key| format!("Bearer {key}").into_bytes()),
-            gate: Gate::new(&config, Instant::now()),
+            gate: Gate::new(&config),
             config,
         }
     }
@@ -110,8 +110,7 @@ impl Faults {
         &self,
         req: &Request<'_>,
         dice: &mut fastrand::Rng,
-        now: Instant,
-        wall: SystemTime,
+        at: Moment,
     ) -> Outcome {
         let cfg = &self.config;
         if let Some(expected) = &self.expected_auth
@@ -131,7 +130,7 @@ impl Faults {
             return Outcome::MissingId;
         };
         if let Some(gate) = &self.gate
-            && let Err(limited) = gate.check(req.seq, now, wall)
+            && let Err(limited) = gate.check(req.seq, at)
         {
             return Outcome::RateLimited(limited);
         }
@@ -149,7 +148,7 @@ impl Faults {
         if error < cfg.error_rate {
             return Outcome::ServerError(SERVER_ERRORS[code]);
         }
-        if self.is_young(id, wall) {
+        if cfg.is_pending(id, at.wall) {
             return Outcome::NotFound;
         }
         match cfg.refusal(req.endpoint, id) {
@@ -167,26 +166,19 @@ impl Faults {
         Outcome::Ok
     }
 
-    /// A `gen-<unix>-` ID is not yet queryable while younger than `young_not_found`.
-    fn is_young(&self, id: &str, wall: SystemTime) -> bool {
-        let window = self.config.young_not_found;
-        if window.is_zero() {
-            return false;
+    /// The `X-RateLimit-*` state every answer carries with `rate_headers`; None without it.
+    pub(crate) fn quota(&self, at: Moment) -> Option<Quota> {
+        if !self.config.rate_headers {
+            return None;
         }
-        let Some(created) = id_unix_seconds(id) else {
-            return false;
-        };
-        let now = wall
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        now - (created as f64) < window.as_secs_f64()
+        self.gate.as_ref()?.quota(at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
     use super::super::dice::request_dice;
     use super::*;
@@ -206,7 +198,23 @@ mod tests {
         };
         let mut dice = request_dice(faults.config.seed, seq);
         faults.latency(&mut dice);
-        faults.decide(&req, &mut dice, Instant::now(), SystemTime::now())
+        let now = Instant::now();
+        faults.decide(&req, &mut dice, Moment::new(now, SystemTime::now(), now))
+    }
+
+    /// The metadata answer for `id` when the wall clock reads `unix` seconds.
+    fn decide_at(faults: &Faults, id: &str, unix: u64) -> Outcome {
+        let req = Request {
+            seq: 1,
+            endpoint: Endpoint::Metadata,
+            id: Some(id),
+            authorization: None,
+        };
+        let mut dice = request_dice(faults.config.seed, 1);
+        faults.latency(&mut dice);
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(unix);
+        faults.decide(&req, &mut dice, Moment::new(now, wall, now))
     }
 
     #[test]
@@ -312,6 +320,34 @@ mod tests {
             decide(&faults, 3, Endpoint::Metadata, "gen-legacyid", None),
             Outcome::Ok
         ));
+    }
+
+    #[test]
+    fn long_generations_are_not_found_until_they_end() {
+        let faults = Faults::new(SimConfig {
+            long_generation_share: 1.0,
+            ..SimConfig::default()
+        });
+        let tail = "YmgZuzDAKrAywxh1aHQW";
+        let duration = faults.config.generation_duration(tail).as_secs();
+        assert!(duration > 0);
+        let id = format!("gen-1764704027-{tail}");
+        let ended = 1_764_704_027 + duration;
+        assert!(matches!(
+            decide_at(&faults, &id, ended - 1),
+            Outcome::NotFound
+        ));
+        assert!(matches!(decide_at(&faults, &id, ended), Outcome::Ok));
+        // The young window counts from the end of the generation.
+        let faults = Faults::new(SimConfig {
+            young_not_found: Duration::from_secs(60),
+            ..faults.config.clone()
+        });
+        assert!(matches!(
+            decide_at(&faults, &id, ended + 59),
+            Outcome::NotFound
+        ));
+        assert!(matches!(decide_at(&faults, &id, ended + 60), Outcome::Ok));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The embedded OpenRouter simulator: both generation endpoints, deterministic records and
 //! injectable faults, for `genledger simulate`, the test suite and the benchmark.
 //!
-//! `record` builds what an ID returns, `faults` and `gate` decide how a request is answered,
-//! `response` and `server` put it on the wire, `stats` counts what was served.
+//! `record` builds what an ID returns, `faults`, `gate` (the rate limiters) and `long` (when an
+//! ID becomes queryable) decide how a request is answered, `response` and `server` put it on
+//! the wire, `stats` counts what was served. `config` holds the knobs, `validate` their rules.
 
 mod config;
 mod content;
@@ -11,12 +12,15 @@ mod dice;
 mod faults;
 mod gate;
 mod json;
+mod long;
 mod pricing;
 pub mod record;
 mod response;
 mod server;
 mod stats;
+mod validate;
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -24,11 +28,12 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{debug, info};
 
-pub use config::{RateLimitStyle, SimConfig, SimConfigError};
+pub use config::{LimiterKind, RateLimitStyle, SimConfig};
 pub use record::{AbsentKeys, SimContent, SimGeneration, content, generation};
 pub use stats::Stats;
+pub use validate::SimConfigError;
 
 use server::Shared;
 use stats::Counters;
@@ -84,9 +89,9 @@ impl SimHandle {
         format!("http://{}/api/v1", SocketAddr::new(ip, self.addr.port()))
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, with the rate limit in force now.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
     }
 
     /// Complete metadata 200s served for `id` so far (0 unless `track_ids`).
@@ -109,11 +114,14 @@ impl Drop for SimHandle {
     }
 }
 
-/// Runs a simulator until ctrl-c (`genledger simulate`), logging its address at info.
+/// Runs a simulator until ctrl-c (`genledger simulate`). Prints
+/// `simulator listening on <base URL>` to stdout once bound, so whoever started it with port 0
+/// learns the port at any verbosity, and logs the address at info.
 pub async fn serve_forever(config: SimConfig, listen: SocketAddr) -> anyhow::Result<()> {
     let handle = Simulator::start(config, listen)
         .await
         .with_context(|| format!("failed to start the simulator on `{listen}`"))?;
+    announce(&mut std::io::stdout().lock(), &handle.base_url());
     info!(addr = %handle.addr(), base_url = %handle.base_url(), "simulator listening");
     tokio::signal::ctrl_c()
         .await
@@ -129,6 +137,14 @@ pub async fn serve_forever(config: SimConfig, listen: SocketAddr) -> anyhow::Res
     );
     handle.shutdown().await;
     Ok(())
+}
+
+/// Writes the listening line and flushes; a closed stdout must not stop the server.
+fn announce(out: &mut impl Write, base_url: &str) {
+    let written = writeln!(out, "simulator listening on {base_url}").and_then(|()| out.flush());
+    if let Err(err) = written {
+        debug!(%err, "could not print the simulator's address to stdout");
+    }
 }
 
 #[cfg(test)]

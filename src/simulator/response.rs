@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tracing::warn;
 
@@ -152,6 +152,19 @@ pub(crate) fn rate_limited(limited: &Limited) -> SimResponse {
     build(429, JSON, &limited.headers(), SimBody::Full(Some(body)))
 }
 
+/// Adds each header `answer` does not carry yet, so a 429's own timing headers win.
+pub(crate) fn add_missing_headers(answer: &mut SimResponse, headers: &[(&'static str, String)]) {
+    let map = answer.headers_mut();
+    for (name, value) in headers {
+        match HeaderValue::from_str(value) {
+            Ok(value) => {
+                map.entry(*name).or_insert(value);
+            }
+            Err(err) => warn!(%err, name, "could not add a simulated header"),
+        }
+    }
+}
+
 /// A 200 broken the way `cut` says; at least one byte is always withheld.
 pub(crate) fn truncated(body: Bytes, cut: Cut) -> SimResponse {
     let half = body.slice(..body.len() / 2);
@@ -199,6 +212,25 @@ mod tests {
         assert_eq!(
             broken.body().size_hint().exact(),
             Some(body.len() as u64 / 2)
+        );
+    }
+
+    #[test]
+    fn added_headers_never_replace_existing_ones() {
+        let mut answer = json(200, Bytes::from_static(b"{}"));
+        answer
+            .headers_mut()
+            .insert("x-ratelimit-reset", HeaderValue::from_static("7"));
+        let extra = [
+            ("x-ratelimit-limit", "10".to_owned()),
+            ("x-ratelimit-reset", "99".to_owned()),
+        ];
+        add_missing_headers(&mut answer, &extra);
+        assert_eq!(answer.headers()["x-ratelimit-limit"], "10");
+        assert_eq!(answer.headers()["x-ratelimit-reset"], "7");
+        assert_eq!(
+            answer.headers().get_all("x-ratelimit-reset").iter().count(),
+            1
         );
     }
 }

@@ -17,9 +17,10 @@ use tracing::{debug, warn};
 
 use super::dice::request_dice;
 use super::faults::{self, Endpoint, Faults, Outcome};
+use super::gate::Moment;
 use super::record::{content, generation};
 use super::response::{self, SimError, SimResponse};
-use super::stats::Counters;
+use super::stats::{Counters, Stats};
 
 /// How long shutdown lets in-flight answers finish before cutting connections.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -28,6 +29,18 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// The counters, plus the rate limit in force right now.
+    pub(crate) fn stats(&self) -> Stats {
+        let now = Instant::now();
+        let since_first = now.saturating_duration_since(self.counters.first_arrival(now));
+        Stats {
+            effective_rate: self.faults.config().effective_rate(since_first),
+            ..self.counters.snapshot()
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` flips (or its sender is dropped), then drains them.
@@ -111,37 +124,39 @@ fn route(path: &str) -> Route {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<SimResponse, SimError> {
     let endpoint = match route(req.uri().path()) {
         Route::Endpoint(endpoint) => endpoint,
-        Route::Stats => return Ok(stats_answer(&shared.counters)),
+        Route::Stats => return Ok(stats_answer(&shared)),
         Route::Unknown => return Ok(response::error(404, "Not Found")),
     };
     let counters = &shared.counters;
-    let seq = counters.arrive(endpoint == Endpoint::Metadata);
+    let arrived = Instant::now();
+    let seq = counters.arrive(endpoint == Endpoint::Metadata, arrived);
+    let first = counters.first_arrival(arrived);
     let mut dice = request_dice(shared.faults.config().seed, seq);
     let delay = shared.faults.latency(&mut dice);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if req.method() != Method::GET {
-        counters.status(405);
-        return Ok(response::error(405, response::message(405)));
-    }
-    let id = query_id(req.uri().query());
-    let request = faults::Request {
-        seq,
-        endpoint,
-        id: id.as_deref(),
-        authorization: req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()),
+    let at = Moment::new(Instant::now(), SystemTime::now(), first);
+    let mut answer = if req.method() == Method::GET {
+        let id = query_id(req.uri().query());
+        let request = faults::Request {
+            seq,
+            endpoint,
+            id: id.as_deref(),
+            authorization: req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()),
+        };
+        let outcome = shared.faults.decide(&request, &mut dice, at);
+        let id = id.as_deref().unwrap_or_default();
+        render(counters, seq, endpoint, id, outcome)?
+    } else {
+        response::error(405, response::message(405))
     };
-    let outcome = shared
-        .faults
-        .decide(&request, &mut dice, Instant::now(), SystemTime::now());
-    render(
-        counters,
-        seq,
-        endpoint,
-        id.as_deref().unwrap_or_default(),
-        outcome,
-    )
+    let status = answer.status().as_u16();
+    if let Some(quota) = shared.faults.quota(at) {
+        response::add_missing_headers(&mut answer, &quota.headers(status == 429));
+    }
+    counters.answered(status, at.now);
+    Ok(answer)
 }
 
 fn render(
@@ -161,11 +176,12 @@ fn render(
         Outcome::PaymentRequired => response::error(402, response::message(402)),
         Outcome::MissingId => response::error(400, response::message(400)),
         Outcome::RateLimited(limited) => {
-            counters.rate_limited(limited.during_pause);
+            counters.rate_limited(limited.during_pause, limited.late);
             debug!(
                 seq,
                 id,
                 during_pause = limited.during_pause,
+                late = limited.late,
                 "simulator answering 429"
             );
             response::rate_limited(&limited)
@@ -184,7 +200,6 @@ fn render(
             response::json(200, answer_body(endpoint, id))
         }
     };
-    counters.status(answer.status().as_u16());
     Ok(answer)
 }
 
@@ -200,8 +215,8 @@ fn answer_body(endpoint: Endpoint, id: &str) -> Bytes {
     Bytes::from(out)
 }
 
-fn stats_answer(counters: &Counters) -> SimResponse {
-    match serde_json::to_vec(&counters.snapshot()) {
+fn stats_answer(shared: &Shared) -> SimResponse {
+    match serde_json::to_vec(&shared.stats()) {
         Ok(body) => response::json(200, Bytes::from(body)),
         Err(err) => {
             warn!(%err, "could not serialize simulator stats");

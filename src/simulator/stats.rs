@@ -1,15 +1,15 @@
 //! What the simulator served: lock-free counters, optional per-ID tracking and the snapshot.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 /// A snapshot of the simulator's counters (also served at `GET /_sim/stats`).
 ///
 /// Only the two generation endpoints count; `/_sim/stats` and unknown paths do not.
 /// Every counted request ends as exactly one of: a status in `by_status`, or a reset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Every request received on either endpoint.
     pub requests: u64,
@@ -23,6 +23,9 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Requests that arrived while an announced 429 window was in force.
     pub during_pause: u64,
+    /// Of those, the ones decided more than 20 ms after the window's first 429: a client
+    /// cannot blame them on requests already in flight.
+    pub late_in_pause: u64,
     /// Connections dropped without any answer.
     pub resets: u64,
     /// 200s whose body was cut.
@@ -31,10 +34,18 @@ pub struct Stats {
     pub unique_ids_ok: u64,
     /// Complete metadata 200s for an ID that already had one (only with `track_ids`).
     pub duplicate_ok: u64,
+    /// Per whole second since the first request: `[answers other than 429, 429s]` on the
+    /// generation endpoints, for the first two hours.
+    pub timeline: Vec<[u64; 2]>,
+    /// The rate limit in force when the snapshot was taken (None when unlimited).
+    pub effective_rate: Option<f64>,
 }
 
 /// Statuses are HTTP codes below 600; one slot each keeps `by_status` lock-free.
 const STATUS_SLOTS: usize = 600;
+
+/// Seconds the timeline covers; two slots each, preallocated so the hot path never locks.
+const TIMELINE_SECONDS: usize = 7_200;
 
 /// The live counters behind [`Stats`].
 pub(crate) struct Counters {
@@ -44,11 +55,18 @@ pub(crate) struct Counters {
     served_ok: AtomicU64,
     rate_limited: AtomicU64,
     during_pause: AtomicU64,
+    late_in_pause: AtomicU64,
     resets: AtomicU64,
     truncated: AtomicU64,
     unique_ids_ok: AtomicU64,
     duplicate_ok: AtomicU64,
     by_status: Box<[AtomicU64]>,
+    /// When the first request arrived: second 0 of the timeline.
+    first: OnceLock<Instant>,
+    /// `[other, 429]` per second, flattened.
+    timeline: Box<[AtomicU64]>,
+    /// One past the last timeline second with an answer.
+    seconds: AtomicU64,
     /// Complete metadata 200s per ID, when tracking is on.
     ids: Option<Mutex<HashMap<Box<str>, u64>>>,
 }
@@ -62,17 +80,24 @@ impl Counters {
             served_ok: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             during_pause: AtomicU64::new(0),
+            late_in_pause: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             unique_ids_ok: AtomicU64::new(0),
             duplicate_ok: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            first: OnceLock::new(),
+            timeline: (0..2 * TIMELINE_SECONDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            seconds: AtomicU64::new(0),
             ids: track_ids.then(|| Mutex::new(HashMap::new())),
         }
     }
 
-    /// Counts an arriving request and returns its 1-based sequence number.
-    pub(crate) fn arrive(&self, metadata: bool) -> u64 {
+    /// Counts a request arriving `at` and returns its 1-based sequence number.
+    pub(crate) fn arrive(&self, metadata: bool, at: Instant) -> u64 {
+        self.first.get_or_init(|| at);
         let endpoint = if metadata {
             &self.metadata_requests
         } else {
@@ -82,16 +107,39 @@ impl Counters {
         self.requests.fetch_add(1, Relaxed) + 1
     }
 
-    pub(crate) fn status(&self, status: u16) {
+    /// When the first request arrived; `fallback` before any did.
+    pub(crate) fn first_arrival(&self, fallback: Instant) -> Instant {
+        self.first.get().copied().unwrap_or(fallback)
+    }
+
+    /// Counts an answer with `status` sent `at`, by status and on the timeline.
+    pub(crate) fn answered(&self, status: u16, at: Instant) {
         if let Some(slot) = self.by_status.get(usize::from(status)) {
             slot.fetch_add(1, Relaxed);
         }
+        let second = at
+            .saturating_duration_since(self.first_arrival(at))
+            .as_secs();
+        let Ok(index) = usize::try_from(second) else {
+            return;
+        };
+        let Some(slot) = self.timeline.get(2 * index + usize::from(status == 429)) else {
+            return;
+        };
+        slot.fetch_add(1, Relaxed);
+        // A plain load first: the shared maximum is only written once per second.
+        if self.seconds.load(Relaxed) <= second {
+            self.seconds.fetch_max(second + 1, Relaxed);
+        }
     }
 
-    pub(crate) fn rate_limited(&self, during_pause: bool) {
+    pub(crate) fn rate_limited(&self, during_pause: bool, late: bool) {
         self.rate_limited.fetch_add(1, Relaxed);
         if during_pause {
             self.during_pause.fetch_add(1, Relaxed);
+        }
+        if late {
+            self.late_in_pause.fetch_add(1, Relaxed);
         }
     }
 
@@ -138,6 +186,13 @@ impl Counters {
                 (n > 0).then_some((code, n))
             })
             .collect();
+        let seconds = usize::try_from(self.seconds.load(Relaxed)).unwrap_or(TIMELINE_SECONDS);
+        let timeline = self
+            .timeline
+            .chunks_exact(2)
+            .take(seconds)
+            .map(|pair| [pair[0].load(Relaxed), pair[1].load(Relaxed)])
+            .collect();
         Stats {
             requests: self.requests.load(Relaxed),
             metadata_requests: self.metadata_requests.load(Relaxed),
@@ -146,10 +201,13 @@ impl Counters {
             by_status,
             rate_limited: self.rate_limited.load(Relaxed),
             during_pause: self.during_pause.load(Relaxed),
+            late_in_pause: self.late_in_pause.load(Relaxed),
             resets: self.resets.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
             unique_ids_ok: self.unique_ids_ok.load(Relaxed),
             duplicate_ok: self.duplicate_ok.load(Relaxed),
+            timeline,
+            effective_rate: None,
         }
     }
 }
@@ -161,16 +219,17 @@ mod tests {
     #[test]
     fn counts_duplicates_only_when_tracking() {
         let counters = Counters::new(true);
-        assert_eq!(counters.arrive(true), 1);
-        assert_eq!(counters.arrive(false), 2);
+        let t0 = Instant::now();
+        assert_eq!(counters.arrive(true, t0), 1);
+        assert_eq!(counters.arrive(false, t0), 2);
         counters.served_ok(Some("a"));
         counters.served_ok(Some("a"));
         counters.served_ok(Some("b"));
         counters.served_ok(None);
-        counters.status(200);
-        counters.status(200);
-        counters.status(429);
-        counters.rate_limited(true);
+        counters.answered(200, t0);
+        counters.answered(200, t0);
+        counters.answered(429, t0);
+        counters.rate_limited(true, false);
         let stats = counters.snapshot();
         assert_eq!(
             (stats.unique_ids_ok, stats.duplicate_ok, stats.served_ok),
@@ -188,6 +247,29 @@ mod tests {
         assert_eq!(
             (stats.unique_ids_ok, stats.duplicate_ok, stats.served_ok),
             (0, 0, 2)
+        );
+    }
+
+    #[test]
+    fn timeline_counts_answers_per_second_since_the_first_request() {
+        let counters = Counters::new(false);
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        assert!(counters.snapshot().timeline.is_empty());
+        counters.arrive(true, t0);
+        counters.answered(200, at(10));
+        counters.answered(429, at(999));
+        counters.answered(404, at(2_500));
+        counters.answered(429, at(2_600));
+        counters.answered(200, at(8_000_000));
+        counters.rate_limited(true, true);
+        let stats = counters.snapshot();
+        assert_eq!(stats.timeline, vec![[1, 1], [0, 0], [1, 1]]);
+        assert_eq!((stats.during_pause, stats.late_in_pause), (1, 1));
+        assert_eq!(
+            stats.by_status.get(&200),
+            Some(&2),
+            "beyond the cap still counts"
         );
     }
 }

@@ -390,3 +390,5 @@ async fn latency_delays_answers_and_invalid_config_is_refused() {
         .expect("refused");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+mod limits;
