@@ -282,7 +282,11 @@ mod tests {
         let sample = scrape.samples.iter().find(|s| s.metric == name);
         match sample.map(|s| &s.value) {
             // The parser reads an OpenMetrics `_total` sample as untyped.
-            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => *v,
+            Some(
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v)
+                | prometheus_parse::Value::Gauge(v),
+            ) => *v,
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -303,5 +307,18 @@ mod tests {
         assert_eq!(value(&text, "genledger_ids_exported_total"), 10.0);
         assert_eq!(value(&text, "genledger_contents_exported_total"), 8.0);
         assert_eq!(value(&text, "genledger_contents_failed_total"), 2.0);
+    }
+
+    #[test]
+    fn the_learned_rate_is_shown_once_there_is_one() {
+        let remembered = Arc::new(Pacer::new(10.0, NonZeroU32::MIN, Some(8.0)));
+        let text = DaemonMetrics::new(Arc::default(), remembered).render();
+        assert_eq!(value(&text, "genledger_learned_rate_per_second"), 8.0);
+        let rate = value(&text, "genledger_rate_per_second");
+        assert!(rate < 8.0 && rate > 7.0, "on the plateau under it: {rate}");
+        let fresh = Arc::new(Pacer::new(10.0, NonZeroU32::MIN, None));
+        let text = DaemonMetrics::new(Arc::default(), fresh).render();
+        assert!(!text.contains("genledger_learned_rate_per_second"));
+        assert_eq!(value(&text, "genledger_rate_per_second"), 10.0);
     }
 }

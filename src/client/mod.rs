@@ -445,9 +445,8 @@ fn failure(reason: Reason, http_status: Option<u16>, attempts: u32, message: &st
 
 /// The budget an answer's `X-RateLimit-*` headers announce, for the pacer.
 fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Allowance> {
-    let (limit, remaining, reset) = retry::allowance(headers, now)?;
+    let (remaining, reset) = retry::allowance(headers, now)?;
     Some(Allowance {
-        limit,
         remaining,
         reset: reset.map(|wait| tokio::time::Instant::now() + wait),
     })

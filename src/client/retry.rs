@@ -39,13 +39,10 @@ pub fn announced_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
     None
 }
 
-/// The budget an answer's `X-RateLimit-Remaining` (with `-Limit` and
-/// `-Reset`) announces, with the reset as a wait from `now`; `None` when the
-/// answer has no (readable) `X-RateLimit-Remaining`.
-pub fn allowance(
-    headers: &HeaderMap,
-    now: SystemTime,
-) -> Option<(Option<u64>, u64, Option<Duration>)> {
+/// The budget an answer's `X-RateLimit-Remaining` (with `-Reset`)
+/// announces, with the reset as a wait from `now`; `None` when the answer
+/// has no (readable) `X-RateLimit-Remaining`.
+pub fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<(u64, Option<Duration>)> {
     let number = |name: &str| {
         let value = headers.get(name)?.to_str().ok()?.trim();
         // Some servers send a fraction of a token.
@@ -55,8 +52,7 @@ pub fn allowance(
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
     let remaining = number("x-ratelimit-remaining")?.floor() as u64;
-    let limit = number("x-ratelimit-limit").map(|v| v as u64);
-    Some((limit, remaining, reset_after(headers, now)))
+    Some((remaining, reset_after(headers, now)))
 }
 
 /// How long until `X-RateLimit-Reset`: epoch seconds, epoch milliseconds, or
@@ -207,6 +203,27 @@ mod tests {
         );
         assert_eq!(w(&[("retry-after", "soon")]), None);
         assert_eq!(w(&[]), None);
+    }
+
+    #[test]
+    fn reads_the_budget_every_answer_announces() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_764_704_000);
+        let budget = |pairs: &[(&'static str, &str)]| allowance(&headers(pairs), now);
+        assert_eq!(
+            budget(&[
+                ("x-ratelimit-remaining", "7"),
+                ("x-ratelimit-reset", "1764704003")
+            ]),
+            Some((7, Some(Duration::from_secs(3))))
+        );
+        // A fraction of a token, a delay instead of an instant, no reset.
+        assert_eq!(
+            budget(&[("x-ratelimit-remaining", "2.6"), ("x-ratelimit-reset", "2")]),
+            Some((2, Some(Duration::from_secs(2))))
+        );
+        assert_eq!(budget(&[("x-ratelimit-remaining", "0")]), Some((0, None)));
+        assert_eq!(budget(&[("x-ratelimit-remaining", "-1")]), None);
+        assert_eq!(budget(&[("x-ratelimit-limit", "100")]), None);
     }
 
     #[test]

@@ -282,12 +282,25 @@ impl Ledger {
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for at in order {
                     let (id, key) = (ids[at], keys[at]);
-                    let known: Option<(i64, i64, i64, Option<i64>, Option<i64>)> = get
+                    let known = get
                         .query_row(params![key, id], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                            Ok(Known {
+                                seq: r.get(0)?,
+                                status: r.get(1)?,
+                                last_run: r.get(2)?,
+                                first_404: r.get(3)?,
+                                content: r.get(4)?,
+                            })
                         })
                         .optional()?;
-                    let Some((seq, status, last_run, first_404, content)) = known else {
+                    let Some(Known {
+                        seq,
+                        status,
+                        last_run,
+                        first_404,
+                        content,
+                    }) = known
+                    else {
                         insert.execute(params![key, id, now_micros, run_no])?;
                         out[at] = Admission::Fetch {
                             seq: tx.last_insert_rowid(),
@@ -628,6 +641,15 @@ impl Ledger {
             })
         })
     }
+}
+
+/// What the ledger holds for an ID offered for admission.
+struct Known {
+    seq: i64,
+    status: i64,
+    last_run: i64,
+    first_404: Option<i64>,
+    content: Option<i64>,
 }
 
 /// `?, ?, …` for a list of `n` parameters.

@@ -43,10 +43,16 @@ const K_MAX: Duration = Duration::from_secs(120);
 const CONFIRM_SHARE: f64 = 0.05;
 /// A ceiling measured on fewer accepted answers than this is re-probed soon.
 const CERTAIN_SAMPLE: f64 = 30.0;
+/// Delivery at this share of the rate sent is everything sent.
+const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
 const BLIND_CUT: f64 = 4.0;
-/// Delivery is measured over at most this much of the recent past.
-const MEASURE_SPAN: Duration = Duration::from_secs(5);
+/// Delivery is measured over the most recent [`MEASURE_MIN`], or longer
+/// until [`CERTAIN_SAMPLE`] answers are in, and at most this far back: the
+/// most recent past is what the rate was nearest the limit, and a span a
+/// slow climb mostly spent below it would read the limit low.
+const MEASURE_SPAN: Duration = Duration::from_secs(30);
+const MEASURE_MIN: Duration = Duration::from_secs(2);
 /// A 429 this soon after sending resumed bounds the server's burst.
 const FAST: Duration = Duration::from_millis(100);
 
@@ -97,6 +103,30 @@ impl Curve {
     }
 }
 
+/// What a signal measured, kept so answers still on the wire can add to it.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    accepted: f64,
+    /// The span measured over; `None` when the 429 came at once.
+    span: Option<Duration>,
+    /// An announced budget ran out (no 429).
+    spent: bool,
+    /// Accepted since sending resumed, and over how long: what the budget
+    /// lasted.
+    budget_used: (f64, Duration),
+    /// The server's burst, taken off `accepted`.
+    burst: f64,
+    /// The rate being sent at the signal.
+    sent: f64,
+    /// What the last cycle, pause included, delivered per second.
+    floor: f64,
+    pause: Duration,
+    /// When sending resumes.
+    start: Instant,
+    /// The ceiling and confirmations before the signal.
+    before: (Option<f64>, u32),
+}
+
 /// The adaptive rate and everything it learned.
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -110,9 +140,14 @@ pub struct Controller {
     confirmed: u32,
     /// Consecutive climbs that passed their ceiling with no signal.
     outgrown: u32,
-    /// Smallest count of answers a server accepted before a 429: a bound on
-    /// its burst, taken off short measurements.
+    /// Smallest count of answers a server accepted before a 429 that came
+    /// at once: a bound on its burst, taken off short measurements.
     burst_seen: Option<f64>,
+    /// The count of the latest such 429, still growing while answers to
+    /// requests sent before it arrive.
+    burst_probe: Option<f64>,
+    /// What the last signal measured.
+    reading: Option<Reading>,
     /// When sending last resumed after a pause (or began).
     resumed_at: Instant,
     /// When the last signal came.
@@ -136,6 +171,8 @@ impl Controller {
             confirmed: 0,
             outgrown: 0,
             burst_seen: None,
+            burst_probe: None,
+            reading: None,
             resumed_at: now,
             signalled_at: None,
             accepted: Delivery::default(),
@@ -166,9 +203,26 @@ impl Controller {
         self.max
     }
 
-    /// An answer that was not a 429 arrived.
-    pub fn on_accepted(&mut self, now: Instant) {
-        self.accepted.count(now);
+    /// An answer that was not a 429 arrived; `sent_before` the last signal,
+    /// it was on the wire when the signal came, and the server accepted it
+    /// before the signal's 429: it counts in that signal's reading.
+    pub fn on_accepted(&mut self, now: Instant, sent_before: bool) {
+        if sent_before {
+            if let Some(probe) = &mut self.burst_probe {
+                *probe += 1.0;
+            }
+            if let Some(mut reading) = self.reading.take() {
+                reading.accepted += 1.0;
+                // Only while the climb has not begun: later, it would undo
+                // what the climb has done.
+                if now < reading.start {
+                    self.apply(&reading);
+                }
+                self.reading = Some(reading);
+            }
+        } else {
+            self.accepted.count(now);
+        }
         self.advance(now);
     }
 
@@ -201,68 +255,102 @@ impl Controller {
     /// accepted and restart the climb. `now` is when the signal arrived;
     /// the climb starts when sending resumes (after a 429's pause).
     pub fn on_signal(&mut self, signal: Signal, now: Instant) {
-        let since = now
-            .checked_sub(MEASURE_SPAN)
-            .map_or(self.resumed_at, |t| t.max(self.resumed_at));
-        let span = now.saturating_duration_since(since);
-        let accepted = self.accepted.since(since) as f64;
+        let (accepted, span) = self.accepted.recent(self.resumed_at, now);
+        if let Some(probe) = self.burst_probe.take() {
+            self.burst_seen = Some(self.burst_seen.map_or(probe, |b| b.min(probe)));
+        }
         let (pause, burst) = match signal {
             Signal::RateLimited(wait) => (wait, self.burst_seen.unwrap_or(0.0)),
             Signal::BudgetLow(hold) => (hold, 0.0),
         };
-        if matches!(signal, Signal::RateLimited(_)) && span < FAST {
+        let fast = matches!(signal, Signal::RateLimited(_)) && span < FAST;
+        if fast {
             // Refused this soon after resuming, the server let through little
-            // more than its burst.
-            self.burst_seen = Some(self.burst_seen.map_or(accepted, |b| b.min(accepted)));
+            // more than its burst: those answered so far, and those still on
+            // the wire that it accepts.
+            self.burst_probe = Some(accepted as f64);
         }
-        let sample = accepted - burst;
-        // Refused at once, or with nothing beyond the burst let through: the
-        // rate is far above the limit, by how much nothing says.
-        // The refused request nearly fitted: the limit lies between `sample`
-        // and one more per span, so the middle is taken.
-        let measured = (span >= FAST && sample >= 1.0).then(|| (sample + 0.5) / span.as_secs_f64());
-        let found = match measured {
-            Some(delivered) => delivered.min(self.rate),
-            None => {
-                // What the whole cycle since the last signal delivered, its
-                // pause included, is a floor when pauses are short.
-                let floor = self.signalled_at.map_or(0.0, |at| {
-                    let cycle = now.saturating_duration_since(at).as_secs_f64();
-                    self.accepted.since(at) as f64 / cycle.max(f64::EPSILON)
-                });
-                (self.rate / BLIND_CUT).max(floor.min(self.rate))
-            }
-        };
+        // What the whole cycle since the last signal delivered, its pause
+        // included, is a floor when nothing else can be measured.
+        let floor = self.signalled_at.map_or(0.0, |at| {
+            let cycle = now.saturating_duration_since(at).as_secs_f64();
+            self.accepted.since(at) as f64 / cycle.max(f64::EPSILON)
+        });
         self.signalled_at = Some(now);
-        // A ceiling measured on few answers is uncertain: probe it again soon.
-        let certain = measured.is_some() && sample >= CERTAIN_SAMPLE;
+        let reading = Reading {
+            accepted: accepted as f64,
+            span: (!fast).then_some(span),
+            spent: matches!(signal, Signal::BudgetLow(_)),
+            budget_used: (
+                self.accepted.since(self.resumed_at) as f64,
+                now.saturating_duration_since(self.resumed_at),
+            ),
+            burst,
+            sent: self.rate,
+            floor,
+            start: now + pause,
+            pause,
+            before: (self.ceiling, self.confirmed),
+        };
+        // The next measurement starts when sending resumes.
+        self.resumed_at = reading.start;
+        self.apply(&reading);
+        tracing::debug!(
+            ?signal,
+            accepted,
+            span_secs = span.as_secs_f64(),
+            ceiling = self.ceiling,
+            rate = self.rate,
+            confirmed = self.confirmed,
+            "rate signal"
+        );
+        self.reading = Some(reading);
+    }
+
+    /// Sets the ceiling and the climb from a reading (again, as answers that
+    /// were on the wire at the signal come in).
+    fn apply(&mut self, reading: &Reading) {
+        let sample = reading.accepted - reading.burst;
+        // Refused at once, or with nothing beyond the burst let through: the
+        // rate is far above the limit, by how much nothing says. Otherwise
+        // the refused request nearly fitted: the limit lies between `sample`
+        // and one more per span, so the middle is taken.
+        let measured = reading
+            .span
+            .filter(|_| sample >= 1.0)
+            .map(|span| (sample + 0.5) / span.as_secs_f64());
+        let blind = (reading.sent / BLIND_CUT).max(reading.floor.min(reading.sent));
+        let found = match measured {
+            // Everything sent was accepted until an announced budget ran
+            // out: delivery says only that the rate is above the limit. The
+            // budget does say more: it lasted the span and comes back after
+            // the hold, so it is worth that much per span plus hold (less,
+            // when the reset is rounded up to a whole second).
+            Some(delivered) if reading.spent && delivered >= reading.sent * SPENT_FULLY => {
+                let (used, span) = reading.budget_used;
+                used / (span + reading.pause).as_secs_f64()
+            }
+            Some(delivered) => delivered.min(reading.sent),
+            None => blind,
+        };
         let found = self.bounded(found);
-        self.confirmed = match self.ceiling {
-            Some(old) if (found - old).abs() <= old * CONFIRM_SHARE => self.confirmed + 1,
+        let (before, confirmed) = reading.before;
+        self.confirmed = match before {
+            Some(old) if (found - old).abs() <= old * CONFIRM_SHARE => confirmed + 1,
             _ => 0,
         };
         self.ceiling = Some(found);
         let plateau = found * (1.0 - MARGIN);
         let from = self.bounded(found * BETA);
-        let start = now + pause;
-        let epoch = if certain { self.epoch(pause) } else { K_MIN };
-        self.curve = Some(Curve::new(start, from, plateau, epoch, 1.0 - BETA));
+        // Nothing measured: probe again soon.
+        let epoch = match measured {
+            Some(_) => self.epoch(reading.pause),
+            None => K_MIN,
+        };
+        let curve = Curve::new(reading.start, from, plateau, epoch, 1.0 - BETA);
+        self.curve = Some(curve);
         self.outgrown = 0;
         self.rate = from;
-        if matches!(signal, Signal::RateLimited(_)) {
-            // A hold is part of the server's allotment and stays in the
-            // measured span; a pause is a penalty and does not.
-            self.resumed_at = start;
-        }
-        tracing::debug!(
-            ?signal,
-            accepted,
-            span_secs = span.as_secs_f64(),
-            ceiling = found,
-            rate = from,
-            confirmed = self.confirmed,
-            "rate signal"
-        );
     }
 
     /// `K` for a signal whose pause was `pause`, doubled per confirmation.
@@ -297,6 +385,30 @@ impl Delivery {
         {
             self.slots.pop_front();
         }
+    }
+
+    /// The answers of the shortest recent span, back to `floor` at most,
+    /// that is [`MEASURE_MIN`] long and holds [`CERTAIN_SAMPLE`] answers:
+    /// (answers, span).
+    fn recent(&self, floor: Instant, now: Instant) -> (u64, Duration) {
+        let mut count = 0;
+        let mut first = None;
+        for &(start, n) in self.slots.iter().rev() {
+            if start < floor {
+                break;
+            }
+            count += n;
+            first = Some(start);
+            let span = now.saturating_duration_since(start);
+            if span >= MEASURE_MIN && count as f64 >= CERTAIN_SAMPLE {
+                return (count, span);
+            }
+        }
+        // Everything since sending resumed, timed from its first answer:
+        // the first request after a pause leaves a period after it ends,
+        // and a span from the pause's end would read the limit low.
+        let from = first.unwrap_or(floor);
+        (count, now.saturating_duration_since(from))
     }
 
     /// Answers counted in slots that began at or after `from`.
@@ -364,7 +476,7 @@ mod tests {
                     if self.tokens >= 1.0 {
                         self.tokens -= 1.0;
                         self.accepted += 1;
-                        c.on_accepted(self.now);
+                        c.on_accepted(self.now, false);
                     } else {
                         self.refused += 1;
                         let exact = Duration::from_secs_f64((1.0 - self.tokens) / limit(t));
@@ -466,7 +578,7 @@ mod tests {
         let mut fresh = Controller::new(50.0, None, bench.now);
         for _ in 0..1000 {
             bench.now += Duration::from_millis(100);
-            fresh.on_accepted(bench.now);
+            fresh.on_accepted(bench.now, false);
         }
         assert_eq!(fresh.rate(), 50.0, "no signal, no change");
     }
@@ -478,7 +590,7 @@ mod tests {
         let mut t = now;
         for _ in 0..600 {
             t += Duration::from_millis(5);
-            c.on_accepted(t);
+            c.on_accepted(t, false);
         }
         // 600 accepted in 3 s: 200/s delivered.
         c.on_signal(Signal::BudgetLow(Duration::from_millis(500)), t);

@@ -11,8 +11,8 @@
 //!   so the rate settles where the budget lasts.
 //! - **Rate.** The controller (see `control`) learns the server's real limit
 //!   from 429s and holds; it never exceeds `fetch.requests_per_second`.
-//!   Below that rate the burst is one: a server that just refused has an
-//!   empty bucket.
+//!   Below that rate the burst is at most two, and every new limiter (after
+//!   a pause, or when the rate moves) starts with its burst spent.
 //!
 //! Signals are taken once per episode: answers to requests sent before the
 //! last cut (an older [`Ticket`] epoch) extend a pause but do not cut again.
@@ -29,13 +29,15 @@ use tokio::time::Instant;
 pub use control::{BETA, Controller, FLOOR_SHARE, MARGIN, Signal};
 
 /// The limiter is rebuilt when the rate moved by more than this share; each
-/// rebuild costs up to one period of sending, so small moves wait.
+/// rebuild costs up to one period of sending, so small moves wait...
 const REINSTALL_SHARE: f64 = 0.01;
+/// ... unless they have waited this long (so a plateau is paced at itself,
+/// not up to a share below it).
+const REINSTALL_AFTER: Duration = Duration::from_secs(1);
 
 /// What an answer's `X-RateLimit-*` headers said about the budget left.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allowance {
-    pub limit: Option<u64>,
     pub remaining: u64,
     /// When the budget is restored, if announced.
     pub reset: Option<Instant>,
@@ -50,6 +52,9 @@ struct Budget {
     sent_at: u64,
     /// The ticket whose answer announced it; older answers are staler.
     from: u64,
+    /// That ticket's epoch: a budget announced for a request sent before the
+    /// last signal does not signal again.
+    epoch: u64,
     reset: Instant,
 }
 
@@ -62,14 +67,13 @@ pub struct Pacer {
 
 struct State {
     control: Controller,
-    /// The rate the current governor limiter paces at.
+    /// The rate the current governor limiter paces at, and since when.
     installed: f64,
+    installed_at: Instant,
     /// Bumped on every signal; a ticket from an older epoch was sent before it.
     epoch: u64,
     paused_until: Option<Instant>,
     budget: Option<Budget>,
-    /// The reset of the last budget whose running out was signalled.
-    signalled: Option<Instant>,
     /// Requests sent so far.
     sent: u64,
 }
@@ -87,21 +91,17 @@ impl Pacer {
     pub fn new(max_rate: f64, burst: NonZeroU32, learned: Option<f64>) -> Pacer {
         let control = Controller::new(max_rate, learned, Instant::now());
         let rate = control.rate();
-        let burst_now = if rate >= max_rate {
-            burst
-        } else {
-            NonZeroU32::MIN
-        };
+        let burst_now = burst_for(rate, max_rate, burst);
         Pacer {
             burst,
             limiter: RwLock::new(Arc::new(build_limiter(rate, burst_now))),
             state: Mutex::new(State {
                 control,
                 installed: rate,
+                installed_at: Instant::now(),
                 epoch: 0,
                 paused_until: None,
                 budget: None,
-                signalled: None,
                 sent: 0,
             }),
         }
@@ -153,13 +153,16 @@ impl Pacer {
             }
             state.paused_until = None;
             state.control.on_resumed(until);
+            // The limiter filled up during the pause; a fresh one sends no
+            // burst into a server that has just refilled a single token.
+            self.follow(&mut state, now, true);
         }
         let until = state.budget_hold(now)?;
         let wait = until - now;
-        // A hold shorter than two requests' spacing is the budget's own end,
-        // not a sign of sending too fast.
-        if state.signalled != Some(until) && wait.as_secs_f64() * state.control.rate() > 2.0 {
-            state.signalled = Some(until);
+        // A spent budget means sending too fast, once per episode; but a
+        // hold shorter than two requests' spacing is the budget's own end.
+        let current = state.budget.is_some_and(|b| b.epoch == state.epoch);
+        if current && wait.as_secs_f64() * state.control.rate() > 2.0 {
             self.signal(&mut state, Signal::BudgetLow(wait), now);
         }
         Some(until)
@@ -192,7 +195,8 @@ impl Pacer {
         if let Some(allowance) = allowance {
             state.note_budget(ticket, allowance, now);
         }
-        state.control.on_accepted(now);
+        let sent_before = ticket.epoch < state.epoch;
+        state.control.on_accepted(now, sent_before);
         self.follow(&mut state, now, false);
     }
 
@@ -206,17 +210,16 @@ impl Pacer {
     fn follow(&self, state: &mut State, now: Instant, force: bool) {
         state.control.advance(now);
         let rate = state.control.rate();
-        let moved = (rate - state.installed).abs() > state.installed * REINSTALL_SHARE;
-        if !(force || moved) {
+        let moved = (rate - state.installed).abs();
+        let due = moved > state.installed * REINSTALL_SHARE
+            || (moved > state.installed * REINSTALL_SHARE / 10.0
+                && now.saturating_duration_since(state.installed_at) >= REINSTALL_AFTER);
+        if !(force || due) {
             return;
         }
         state.installed = rate;
-        let burst = if rate >= state.control.max() {
-            self.burst
-        } else {
-            NonZeroU32::MIN
-        };
-        let limiter = build_limiter(rate, burst);
+        state.installed_at = now;
+        let limiter = build_limiter(rate, burst_for(rate, state.control.max(), self.burst));
         *self.limiter.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limiter);
     }
 
@@ -250,15 +253,19 @@ impl State {
         }
         // Requests sent after this one may not have been counted yet.
         let unseen = self.sent.saturating_sub(ticket.number);
+        let left = allowance.remaining as i64 - unseen as i64;
         self.budget = Some(Budget {
-            left: allowance.remaining as i64 - unseen as i64,
+            left,
             sent_at: self.sent,
             from: ticket.number,
+            epoch: ticket.epoch,
             reset,
         });
     }
 
-    /// The reset to wait for when the budget is spent.
+    /// The reset to wait for when the budget is spent. (For a sliding
+    /// window or a bucket the budget comes back before that, but the reset
+    /// is all a server says; waiting for it never earns a 429.)
     fn budget_hold(&mut self, now: Instant) -> Option<Instant> {
         let budget = self.budget?;
         if budget.reset <= now {
@@ -267,6 +274,18 @@ impl State {
         }
         let left = budget.left - self.sent.saturating_sub(budget.sent_at) as i64;
         (left <= 0).then_some(budget.reset)
+    }
+}
+
+/// The burst below the configured rate: two, not one. A limiter with no
+/// tolerance turns every late timer wake-up (tokio's timers round up to the
+/// millisecond) into lost sending time, measured at 3 % of the rate at
+/// 100/s; a second cell absorbs it. At the configured rate, `fetch.burst`.
+fn burst_for(rate: f64, max: f64, burst: NonZeroU32) -> NonZeroU32 {
+    if rate >= max {
+        burst
+    } else {
+        burst.min(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN))
     }
 }
 
@@ -348,7 +367,6 @@ mod tests {
         // Three requests left in this window, which ends in two seconds.
         let reset = Instant::now() + Duration::from_secs(2);
         let allowance = Allowance {
-            limit: Some(100),
             remaining: 3,
             reset: Some(reset),
         };
@@ -375,7 +393,6 @@ mod tests {
         pacer.on_answer(
             first,
             Some(Allowance {
-                limit: None,
                 remaining: 5,
                 reset: Some(reset),
             }),
