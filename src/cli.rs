@@ -46,7 +46,7 @@ pub enum Command {
     /// Run `schedule.cron`: each tick exports what is new in the queue files (and stdin).
     Daemon(DaemonArgs),
     /// Run the embedded OpenRouter simulator as a server.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Start the simulator, export a few thousand IDs to ./genledger-demo/, show the result.
     Demo(DemoArgs),
     /// Measure throughput, rate-limit behaviour and memory against the simulator.
@@ -162,12 +162,18 @@ pub struct BenchArgs {
     /// IDs in the throughput and memory run.
     #[arg(long, default_value_t = 1_000_000)]
     pub ids: u64,
-    /// Requests per second the simulator enforces in the rate-limit runs.
-    #[arg(long, default_value_t = 500.0)]
+    /// Requests per second the simulator enforces in the rate table (R).
+    #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Seconds each rate-limit run lasts (approximately).
-    #[arg(long, default_value_t = 20)]
+    /// Seconds each rate-table run lasts at R (it exports rate × this many IDs).
+    #[arg(long, default_value_t = 40)]
     pub rate_secs: u64,
+    /// Skip the throughput and memory runs.
+    #[arg(long)]
+    pub skip_throughput: bool,
+    /// Skip the rate table (about 25 minutes at the defaults).
+    #[arg(long)]
+    pub skip_rates: bool,
     /// Working directory for IDs and output (removed afterwards).
     #[arg(long, default_value = "genledger-bench")]
     pub dir: PathBuf,

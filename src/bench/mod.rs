@@ -1,6 +1,8 @@
 //! `genledger bench`: runs the release binary against the simulator, each in its
-//! own process on this machine, and prints throughput, behaviour under a rate
-//! limit, and peak memory.
+//! own process on this machine, and prints throughput, peak memory, and the
+//! rate table (behaviour under each kind of rate limit).
+
+mod rate;
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -31,47 +33,22 @@ fn measure(args: &BenchArgs) -> anyhow::Result<u8> {
         );
     }
     let mut rows = Vec::new();
-
-    let small = (args.ids / 10).max(1);
-    let sim = Sim::start(&exe, &[])?;
-    for n in [small, args.ids] {
-        let ids = write_ids(&args.dir, n)?;
-        eprintln!("throughput: {n} IDs, no limit, no latency ...");
-        let r = export(
-            &exe,
-            &sim.base_url,
-            &ids,
-            &args.dir.join("out"),
-            1_000_000.0,
-        )?;
-        rows.push(format!(
-            "throughput {n:>9} IDs   {:>9.0} records/s   exported {}   peak RSS {:.1} MiB",
-            r.records_per_sec, r.exported, r.peak_rss_mib
-        ));
+    if !args.skip_throughput {
+        let small = (args.ids / 10).max(1);
+        let sim = Sim::start(&exe, &[])?;
+        for n in [small, args.ids] {
+            let ids = write_ids(&args.dir, n)?;
+            eprintln!("throughput: {n} IDs, no limit, no latency ...");
+            let out = args.dir.join("out");
+            let r = export(&exe, &sim.base_url, &ids, &out, 1_000_000.0, true)?;
+            rows.push(format!(
+                "throughput {n:>9} IDs   {:>9.0} records/s   exported {}   peak RSS {:.1} MiB",
+                r.records_per_sec, r.exported, r.peak_rss_mib
+            ));
+        }
     }
-    drop(sim);
-
-    let n = (args.rate * args.rate_secs as f64).round() as u64;
-    let ids = write_ids(&args.dir, n)?;
-    for factor in [1.0, 5.0] {
-        let sim = Sim::start(&exe, &["--rate-limit", &args.rate.to_string()])?;
-        let rps = args.rate * factor;
-        eprintln!(
-            "rate limit: simulator allows {} req/s, genledger set to {rps} ...",
-            args.rate
-        );
-        let r = export(&exe, &sim.base_url, &ids, &args.dir.join("out"), rps)?;
-        let achieved = r.exported as f64 / r.duration_secs / args.rate;
-        let share_429 = r.rate_limited as f64 / r.requests.max(1) as f64;
-        rows.push(format!(
-            "limit R={:<6} set {:>4}R   achieved {:>6.1}% of R   429s {:>5.2}% of {} requests   exported {}",
-            args.rate,
-            factor,
-            achieved * 100.0,
-            share_429 * 100.0,
-            r.requests,
-            r.exported
-        ));
+    if !args.skip_rates {
+        rows.extend(rate::table(&exe, &args.dir, args.rate, args.rate_secs)?);
     }
     let _ = fs::remove_dir_all(&args.dir);
     println!(
@@ -91,6 +68,7 @@ fn measure(args: &BenchArgs) -> anyhow::Result<u8> {
 /// The parts of an export's JSON summary the benchmark reads.
 struct Figures {
     exported: u64,
+    learned: Option<f64>,
     requests: u64,
     rate_limited: u64,
     duration_secs: f64,
@@ -98,8 +76,19 @@ struct Figures {
     peak_rss_mib: f64,
 }
 
-fn export(exe: &Path, base_url: &str, ids: &Path, out: &Path, rps: f64) -> anyhow::Result<Figures> {
-    let _ = fs::remove_dir_all(out);
+/// Runs one export of `ids` at `rps`; `fresh` starts from an empty output
+/// and state, else the run continues the ledger (and its learned rate).
+fn export(
+    exe: &Path,
+    base_url: &str,
+    ids: &Path,
+    out: &Path,
+    rps: f64,
+    fresh: bool,
+) -> anyhow::Result<Figures> {
+    if fresh {
+        let _ = fs::remove_dir_all(out);
+    }
     let output = Command::new(exe)
         .args([
             "-q",
@@ -131,6 +120,7 @@ fn export(exe: &Path, base_url: &str, ids: &Path, out: &Path, rps: f64) -> anyho
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(Figures {
         exported: counts["exported"].as_u64().unwrap_or(0),
+        learned: summary["rate"]["learned"].as_f64(),
         requests: counts["requests"].as_u64().unwrap_or(0),
         rate_limited: counts["rate_limited"].as_u64().unwrap_or(0),
         duration_secs: num(&summary["duration_secs"]),
@@ -142,6 +132,7 @@ fn export(exe: &Path, base_url: &str, ids: &Path, out: &Path, rps: f64) -> anyho
 /// A simulator child process, killed when dropped.
 struct Sim {
     child: Child,
+    listen: String,
     base_url: String,
 }
 
@@ -165,11 +156,12 @@ impl Sim {
         let sim = Sim {
             child,
             base_url: format!("http://{listen}/api/v1"),
+            listen,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        while std::net::TcpStream::connect(&sim.listen).is_err() {
             if Instant::now() > deadline {
-                bail!("the simulator did not start listening on {listen}");
+                bail!("the simulator did not start listening on {}", sim.listen);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -77,7 +77,8 @@ pub struct RawFetch {
     /// Timeout of one request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// How long after its creation a generation may still answer 404 before it counts as not found.
+    /// How long a 404 is retried: final only once both the generation's start (its `gen-<unix>-`
+    /// prefix, when trusted) and the first 404 for it are older than this.
     #[serde(with = "humantime_serde")]
     pub not_found_grace: Duration,
     /// Longest pause a 429 answer may impose.

@@ -365,3 +365,63 @@ async fn the_schedule_is_evaluated_in_utc_whatever_the_local_zone() {
         "start-up log does not name {next} (UTC): {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_that_never_appear_hold_no_tick_hostage() {
+    // A 404 window, so IDs whose prefix lies ahead are not found yet.
+    let sim = start_sim(SimConfig {
+        young_not_found: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue.txt");
+    // Prefixes a day ahead and in the year 5138: the simulator answers 404
+    // for them as for generations not yet written, for good.
+    let tomorrow = support::unix_now() + 86_400;
+    let never = [
+        format!("gen-{tomorrow}-aheadOfTheClock0001"),
+        "gen-99999999999-absurdPrefix00000001".to_owned(),
+    ];
+    let first = ids(20, Duration::from_secs(86_400), "hostage");
+    append(&queue, &lines(&never));
+    append(&queue, &lines(&first));
+    let config = config(dir.path(), &sim, &queue, None);
+    let toml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[fetch]\n", "[fetch]\nnot_found_grace = \"2s\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let out = dir.path().join("out");
+    let mut daemon = start_daemon(&config);
+    wait_for(&out, 20, &mut daemon).await;
+    // Later ticks still run and export what is appended.
+    let more = ids(10, Duration::from_secs(86_400), "after");
+    append(&queue, &lines(&more));
+    let seen = wait_for(&out, 30, &mut daemon).await;
+    assert!(seen.values().all(|&n| n == 1), "each ID once");
+    // The two are failed once the grace has passed since their first 404.
+    let state = out.join("_state").join("genledger.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ledger = genledger::ledger::Ledger::open(&state, &out).unwrap();
+        let statuses: Vec<_> = never
+            .iter()
+            .map(|id| ledger.status_of(id).unwrap())
+            .collect();
+        if statuses
+            .iter()
+            .all(|s| *s == Some(genledger::ledger::IdStatus::Failed))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, stderr) = terminate(daemon).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let not_found = sim.stats().by_status.get(&404).copied().unwrap_or(0);
+    assert!(
+        (2..=16).contains(&not_found),
+        "at most eight tries each: {not_found}"
+    );
+}

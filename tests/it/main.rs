@@ -8,6 +8,7 @@ mod daemon;
 mod ddl;
 mod deploy;
 mod faults;
+mod limits;
 mod report;
 mod roundtrip;
 mod support;
