@@ -166,12 +166,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
     /// Seconds each rate-table run lasts at R (it exports rate × this many IDs).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     pub rate_secs: u64,
     /// Skip the throughput and memory runs.
     #[arg(long)]
     pub skip_throughput: bool,
-    /// Skip the rate table (about 25 minutes at the defaults).
+    /// Skip the rate table (about 30 minutes at the defaults).
     #[arg(long)]
     pub skip_rates: bool,
     /// Working directory for IDs and output (removed afterwards).

@@ -19,7 +19,7 @@ struct Kind {
 
 /// Token buckets with an exact wait and with a whole second in each header
 /// style, and windows announced by `X-RateLimit-*` on every answer.
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind {
         name: "bucket, exact wait (retry-after-ms)",
         flags: &["--rate-limit-style", "retry-after-ms"],
@@ -67,6 +67,20 @@ const KINDS: [Kind; 7] = [
             "reset-seconds",
         ],
     },
+    Kind {
+        name: "sliding window 10s, X-RateLimit-*",
+        flags: &[
+            "--limiter",
+            "sliding-window",
+            "--rate-window",
+            "10s",
+            "--rate-headers",
+            "--rate-limit-style",
+            "reset-seconds",
+        ],
+    },
+    // A one-second window whose reset is announced in whole seconds: the
+    // rounding alone can double a wait.
     Kind {
         name: "sliding window 1s, X-RateLimit-*",
         flags: &[
