@@ -3,16 +3,20 @@
 //! so its tests run on a virtual clock.
 //!
 //! It is built the way TCP congestion control is, with a 429 as the loss
-//! signal and `X-RateLimit-Remaining` running low as the early (ECN-like) one:
+//! signal and an announced budget running out (`X-RateLimit-Remaining`
+//! spent, so sending holds without a 429) as the early, ECN-like one:
 //!
 //! - **Estimate from delivery, as BBR does.** At a signal the ceiling is set
 //!   from the rate the server actually accepted since sending last resumed,
 //!   not from the rate that was being sent: a client at 20× the limit learns
 //!   the limit, not 90 % of 20×. A token bucket lets its burst through before
 //!   refusing, which inflates a short measurement; the smallest number of
-//!   answers ever accepted before a 429 bounds that burst and is taken off.
-//!   When a 429 came at once, nothing was measured: the rate is quartered,
-//!   unless the whole cycle since the last signal delivered more.
+//!   answers accepted before a 429 that came at once bounds that burst and
+//!   is taken off (answers still on the wire at the 429 count too). When a
+//!   429 came at once, nothing was measured: the rate is quartered, unless
+//!   the whole cycle since the last signal delivered more. When a budget ran
+//!   out with everything accepted, it is read as lasting its span plus the
+//!   hold until its reset.
 //! - **Plateau and probe, as CUBIC does.** After a signal the rate restarts
 //!   at `BETA` × ceiling and climbs on a cubic curve: quickly at first, then
 //!   flat just under the ceiling (`MARGIN` below it) for most of the epoch
@@ -31,7 +35,7 @@ use tokio::time::Instant;
 /// The rate restarts at this share of the ceiling after a signal.
 pub const BETA: f64 = 0.95;
 /// The plateau sits this share under the learned ceiling.
-pub const MARGIN: f64 = 0.02;
+pub const MARGIN: f64 = 0.01;
 /// The rate never drops below this share of the configured rate.
 pub const FLOOR_SHARE: f64 = 0.001;
 /// Epoch length per second of announced pause (one probe per `K` costs one
@@ -41,8 +45,10 @@ const K_MIN: Duration = Duration::from_secs(2);
 const K_MAX: Duration = Duration::from_secs(120);
 /// Two ceilings within this share of each other confirm each other.
 const CONFIRM_SHARE: f64 = 0.05;
-/// A ceiling measured on fewer accepted answers than this is re-probed soon.
+/// Delivery is measured over at least this many answers, when there are;
+/// a reading on fewer cuts the rate to no less than [`SMALL_SAMPLE_CUT`] of it.
 const CERTAIN_SAMPLE: f64 = 30.0;
+const SMALL_SAMPLE_CUT: f64 = 0.5;
 /// Delivery at this share of the rate sent is everything sent.
 const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
@@ -54,7 +60,7 @@ const BLIND_CUT: f64 = 4.0;
 const MEASURE_SPAN: Duration = Duration::from_secs(30);
 const MEASURE_MIN: Duration = Duration::from_secs(2);
 /// A 429 this soon after sending resumed bounds the server's burst.
-const FAST: Duration = Duration::from_millis(100);
+const FAST: Duration = Duration::from_millis(50);
 
 /// Why the rate is being cut.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -329,6 +335,10 @@ impl Controller {
             Some(delivered) if reading.spent && delivered >= reading.sent * SPENT_FULLY => {
                 let (used, span) = reading.budget_used;
                 used / (span + reading.pause).as_secs_f64()
+            }
+            // A reading on few answers is noisy: it halves the rate at most.
+            Some(delivered) if sample < CERTAIN_SAMPLE => {
+                delivered.clamp(reading.sent * SMALL_SAMPLE_CUT, reading.sent)
             }
             Some(delivered) => delivered.min(reading.sent),
             None => blind,
