@@ -37,7 +37,7 @@ fn measure(args: &BenchArgs) -> anyhow::Result<u8> {
         let small = (args.ids / 10).max(1);
         let sim = Sim::start(&exe, &[])?;
         for n in [small, args.ids] {
-            let ids = write_ids(&args.dir, n)?;
+            let ids = write_ids(&args.dir, n, n)?;
             eprintln!("throughput: {n} IDs, no limit, no latency ...");
             let out = args.dir.join("out");
             let r = export(&exe, &sim.base_url, &ids, &out, 1_000_000.0, true)?;
@@ -176,15 +176,16 @@ impl Drop for Sim {
     }
 }
 
-/// `n` distinct IDs created over the last three days.
-fn write_ids(dir: &Path, n: u64) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("ids-{n}.txt"));
+/// `n` distinct IDs created over the last three days; another `seed` gives
+/// other IDs.
+fn write_ids(dir: &Path, n: u64, seed: u64) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("ids-{n}-{seed}.txt"));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
     let mut out = BufWriter::new(fs::File::create(&path)?);
-    let mut rng = fastrand::Rng::with_seed(n);
+    let mut rng = fastrand::Rng::with_seed(seed);
     for i in 0..n {
         let created = now - 600 - rng.u64(0..3 * 86_400);
         writeln!(out, "gen-{created}-{i:08}{:012x}", rng.u64(..) >> 16)?;

@@ -110,9 +110,10 @@ pub(super) fn table(exe: &Path, dir: &Path, rate: f64, secs: u64) -> anyhow::Res
     ));
     let out = dir.join("rate-out");
     let rate_arg = rate.to_string();
+    // Every run starts from an empty output, so one list serves them all.
+    let ids = write_ids(dir, n, n)?;
     for kind in &KINDS {
         for factor in [1.0, 5.0, 20.0] {
-            let ids = write_ids(dir, n)?;
             let mut flags = vec!["--rate-limit", &rate_arg, "--rate-burst", SERVER_BURST];
             flags.extend_from_slice(kind.flags);
             let sim = Sim::start(exe, &flags)?;
@@ -125,7 +126,7 @@ pub(super) fn table(exe: &Path, dir: &Path, rate: f64, secs: u64) -> anyhow::Res
             if factor == 5.0 && kind.name.contains("Retry-After: 1") {
                 // The same server right after: the second run starts from the
                 // rate the first one learned and kept in the ledger.
-                let again = write_ids_tagged(dir, n, "again")?;
+                let again = write_ids(dir, n, n + 1)?;
                 let r = export(exe, &sim.base_url, &again, &out, rate * factor, false)?;
                 let share_429 = r.rate_limited as f64 / r.requests.max(1) as f64;
                 rows.push(format!(
@@ -150,7 +151,7 @@ pub(super) fn table(exe: &Path, dir: &Path, rate: f64, secs: u64) -> anyhow::Res
 fn halving(exe: &Path, dir: &Path, rate: f64, secs: u64) -> anyhow::Result<String> {
     const HALVE_AT: usize = 15;
     let n = (rate * HALVE_AT as f64 + rate / 2.0 * secs.max(30) as f64).round() as u64;
-    let ids = write_ids(dir, n)?;
+    let ids = write_ids(dir, n, n)?;
     let rate_arg = rate.to_string();
     let flags = [
         "--rate-limit",
@@ -270,13 +271,6 @@ fn sim_stats(listen: &str) -> anyhow::Result<Value> {
         .map(|(_, body)| body)
         .context("the simulator's stats answer has no body")?;
     serde_json::from_str(body).context("the simulator's stats are not JSON")
-}
-
-fn write_ids_tagged(dir: &Path, n: u64, tag: &str) -> anyhow::Result<std::path::PathBuf> {
-    let path = write_ids(dir, n + 1)?;
-    let renamed = dir.join(format!("ids-{tag}-{n}.txt"));
-    std::fs::rename(&path, &renamed)?;
-    Ok(renamed)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-pub use control::{BETA, Controller, FLOOR_SHARE, MARGIN, Signal};
+use control::{Controller, Signal};
 
 /// The limiter is rebuilt when the rate moved by more than this share; each
 /// rebuild costs up to one period of sending, so small moves wait...
