@@ -1,12 +1,18 @@
-//! The command line (clap derive). Flags say how this process runs; they
-//! override the matching configuration keys only when given.
+//! The command line (clap derive): every command's arguments. Flags say how
+//! this process runs; [`RunFlags`] is the configuration's top layer, each flag
+//! mapped to its configuration key once, in its `Provider` impl.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
 
-use crate::config::{Format, Overrides};
+use crate::config::Format;
+use crate::ddl::{Dialect, Table};
+use crate::report::ReportFormat;
+use crate::schema::MoneyMode;
 use crate::shard::Shard;
 use crate::simulator::SimConfig;
 
@@ -56,9 +62,9 @@ pub enum Command {
     /// Print the resolved configuration, secrets masked.
     ShowConfig(ConfigArgs),
     /// Print the output tables' definitions for a warehouse (DuckDB, BigQuery, ...).
-    Schema(crate::ddl::SchemaArgs),
+    Schema(SchemaArgs),
     /// Cost and tokens by model and by day from an export directory (and a chart).
-    Report(crate::report::ReportArgs),
+    Report(ReportArgs),
 }
 
 /// Flags that override configuration keys.
@@ -91,17 +97,46 @@ pub struct RunFlags {
     pub with_content: bool,
 }
 
-impl RunFlags {
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
-            inputs: (!self.inputs.is_empty()).then(|| self.inputs.clone()),
-            output: self.output.clone(),
-            format: self.format,
-            base_url: self.base_url.clone(),
-            rps: self.rps,
-            concurrency: self.concurrency,
-            content: self.with_content.then_some(true),
+/// The flags' layer of the configuration: only flags given on the command
+/// line override their key.
+impl Provider for RunFlags {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flags")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        let mut set = |key: &str, value: Value| {
+            let (section, key) = key.split_once('.').unwrap_or(("", key));
+            let entry = root
+                .entry(section.to_owned())
+                .or_insert_with(|| Dict::new().into());
+            if let Value::Dict(_, dict) = entry {
+                dict.insert(key.to_owned(), value);
+            }
+        };
+        if !self.inputs.is_empty() {
+            set("input.paths", Value::serialize(&self.inputs)?);
         }
+        if let Some(dir) = &self.output {
+            set("output.dir", Value::serialize(dir)?);
+        }
+        if let Some(format) = self.format {
+            set("output.format", Value::serialize(format)?);
+        }
+        if let Some(url) = &self.base_url {
+            set("api.base_url", Value::serialize(url)?);
+        }
+        if let Some(rps) = self.rps {
+            set("fetch.requests_per_second", Value::serialize(rps)?);
+        }
+        if let Some(concurrency) = self.concurrency {
+            set("fetch.concurrency", Value::serialize(concurrency)?);
+        }
+        if self.with_content {
+            set("export.content", Value::serialize(true)?);
+        }
+        Ok(Profile::Default.collect(root))
     }
 }
 
@@ -177,4 +212,31 @@ pub struct BenchArgs {
     /// Working directory for IDs and output (removed afterwards).
     #[arg(long, default_value = "genledger-bench")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Dialect to print the table definitions in.
+    #[arg(long, value_enum)]
+    pub dialect: Dialect,
+    /// Money columns as exact decimals or doubles, to match files written with
+    /// that `output.money`; default from the configuration (`decimal`).
+    #[arg(long, value_enum)]
+    pub money: Option<MoneyMode>,
+    /// Only this table (default: all). With `--dialect bigquery` this prints
+    /// one bare JSON schema, as `bq mk --schema` takes it.
+    #[arg(long, value_enum)]
+    pub table: Option<Table>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Export directory (the `output.dir` of a run, holding `generations/`).
+    pub dir: PathBuf,
+    /// Output on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Also write a chart of daily cost by model to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }

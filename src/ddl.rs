@@ -3,13 +3,9 @@
 //! the columns and types the files hold.
 
 use std::fmt::Write as _;
-use std::path::Path;
-
-use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::config::{self, Overrides};
 use crate::record::{Content, Generation};
 use crate::schema::{ColumnType, MoneyMode, Row, arrow_type};
 
@@ -33,39 +29,6 @@ pub enum Dialect {
 pub enum Table {
     Generations,
     Content,
-}
-
-#[derive(Debug, Args)]
-pub struct SchemaArgs {
-    /// Dialect to print the table definitions in.
-    #[arg(long, value_enum)]
-    pub dialect: Dialect,
-    /// Money columns as exact decimals or doubles, to match files written with
-    /// that `output.money`; default from the configuration (`decimal`).
-    #[arg(long, value_enum)]
-    pub money: Option<MoneyMode>,
-    /// Only this table (default: all). With `--dialect bigquery` this prints
-    /// one bare JSON schema, as `bq mk --schema` takes it.
-    #[arg(long, value_enum)]
-    pub table: Option<Table>,
-}
-
-/// Prints the definitions on stdout.
-pub fn run(config_file: Option<&Path>, args: &SchemaArgs) -> anyhow::Result<u8> {
-    let money = match args.money {
-        Some(money) => money,
-        None => {
-            let layered = config::load(config_file, &Overrides::default())
-                .context("failed to read `output.money` from the configuration")?;
-            layered.raw.output.money
-        }
-    };
-    let tables = match args.table {
-        Some(table) => vec![table],
-        None => vec![Table::Generations, Table::Content],
-    };
-    print!("{}", render(args.dialect, money, &tables));
-    Ok(0)
 }
 
 /// The definitions of `tables` in `dialect`, as `genledger schema` prints them.

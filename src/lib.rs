@@ -22,29 +22,32 @@
 //! - [`report`]: `genledger report`, cost and tokens by model and day read back from the files.
 //! - [`app`]: the commands; `main.rs` only parses, sets up logging and maps the exit code.
 
-pub mod app;
-pub mod bench;
-pub mod cli;
-pub mod client;
-pub mod config;
-pub mod daemon;
-pub mod ddl;
-pub mod demo;
-pub mod export;
-pub mod ledger;
+// L0: leaves, importing nothing of the crate.
+pub mod atomic_file;
+pub mod exit;
+pub mod layout;
 pub mod limiter;
-pub mod logging;
-pub mod manifest;
-pub mod metrics;
 pub mod money;
 pub mod progress;
-pub mod queue;
-pub mod record;
-pub mod report;
-pub mod schema;
 pub mod shard;
 pub mod simulator;
+pub mod stop;
+pub mod timestamp;
+// L1: the record model.
+pub mod record;
+pub mod schema;
+// L2: configuration.
+pub mod config;
+// L3: the adapters (sink and source may use the ledger).
+pub mod client;
+pub mod ledger;
 pub mod sink;
 pub mod source;
-pub mod stop;
-pub mod summary;
+// L4: the pipeline and the readers of its output.
+pub mod ddl;
+pub mod export;
+pub mod report;
+// L5: the edge.
+pub mod app;
+pub mod cli;
+pub mod logging;

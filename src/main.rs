@@ -60,14 +60,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
-            return ExitCode::from(2);
+            return genledger::exit::ExitStatus::Error.into();
         }
     };
     match runtime.block_on(genledger::app::run(cli)) {
-        Ok(code) => ExitCode::from(code),
+        Ok(status) => status.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(genledger::app::exit_code_for(&error))
+            genledger::app::exit_status_for(&error).into()
         }
     }
 }

@@ -16,12 +16,12 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 pub use counters::{RequestCounters, RequestTotals};
-pub use outcome::{Failure, Fetched, Reason};
+pub use outcome::{Failure, Fetched};
 pub use retry::{NotFoundWindow, announced_wait, created_from_id, is_transient_status};
 
 use crate::config::{ApiSettings, FetchSettings};
 use crate::limiter::{Allowance, Pacer, Ticket};
-use crate::record::{Content, ParseError, parse_content, parse_generation};
+use crate::record::{Content, ParseError, Reason, parse_content, parse_generation};
 use crate::stop::{Stop, StopReason};
 
 /// Longest body excerpt kept in a failure message.

@@ -2,17 +2,18 @@
 //! environment < command-line flags, merged by figment and then resolved into
 //! [`Settings`], the only configuration type the rest of the crate sees.
 
+mod input;
 mod raw;
 mod settings;
 
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider, Source};
+use figment::{Figment, Provider, Source};
 
+pub use input::Input;
 pub use raw::{Compression, Format, RawConfig};
-pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Settings, parse_cron};
+pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Schedule, Settings};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "GENLEDGER_CONFIG";
@@ -40,66 +41,15 @@ pub enum ConfigError {
     },
 }
 
-/// Flags that override configuration keys, only when given on the command line.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub inputs: Option<Vec<String>>,
-    pub output: Option<PathBuf>,
-    pub format: Option<Format>,
-    pub base_url: Option<String>,
-    pub rps: Option<f64>,
-    pub concurrency: Option<usize>,
-    pub content: Option<bool>,
-}
-
-impl Provider for Overrides {
-    fn metadata(&self) -> Metadata {
-        Metadata::named("command-line flags")
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut root = Dict::new();
-        let mut set = |section: &str, key: &str, value: Value| {
-            let entry = root
-                .entry(section.to_owned())
-                .or_insert_with(|| Dict::new().into());
-            if let Value::Dict(_, dict) = entry {
-                dict.insert(key.to_owned(), value);
-            }
-        };
-        if let Some(inputs) = &self.inputs {
-            set("input", "paths", Value::serialize(inputs)?);
-        }
-        if let Some(dir) = &self.output {
-            set("output", "dir", Value::serialize(dir)?);
-        }
-        if let Some(format) = self.format {
-            set("output", "format", Value::serialize(format)?);
-        }
-        if let Some(url) = &self.base_url {
-            set("api", "base_url", Value::serialize(url)?);
-        }
-        if let Some(rps) = self.rps {
-            set("fetch", "requests_per_second", Value::serialize(rps)?);
-        }
-        if let Some(concurrency) = self.concurrency {
-            set("fetch", "concurrency", Value::serialize(concurrency)?);
-        }
-        if let Some(content) = self.content {
-            set("export", "content", Value::serialize(content)?);
-        }
-        Ok(Profile::Default.collect(root))
-    }
-}
-
 /// The merged, not yet validated configuration, with where each value came from.
 pub struct Layered {
     figment: Figment,
     pub raw: RawConfig,
 }
 
-/// Merges the layers. `file` is `--config`; without it `GENLEDGER_CONFIG` is used.
-pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Layered, ConfigError> {
+/// Merges the layers. `file` is `--config`; without it `GENLEDGER_CONFIG` is
+/// used. `flags` is the command line's layer, on top of all others.
+pub fn load(file: Option<&Path>, flags: impl Provider) -> Result<Layered, ConfigError> {
     let from_env = std::env::var_os(CONFIG_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
@@ -111,7 +61,7 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Layered, Confi
         figment = figment.merge(Toml::file_exact(path));
     }
     let env = Env::prefixed("GENLEDGER_").split("__").ignore(&["config"]);
-    figment = figment.merge(env).merge(overrides.clone());
+    figment = figment.merge(env).merge(flags);
     let raw = figment
         .extract()
         .map_err(|e| ConfigError::Figment(Box::new(e)))?;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::{Compression, ConfigError, Format, RawConfig};
+use super::{Compression, ConfigError, Format, Input, RawConfig};
+use crate::layout;
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
-use crate::source::Input;
 
 /// The OpenRouter API key. It prints as `****` everywhere.
 #[derive(Clone, PartialEq, Eq)]
@@ -82,7 +82,8 @@ pub struct Settings {
     pub state_path: PathBuf,
     /// Also export each generation's stored prompt and completion.
     pub content: bool,
-    pub cron: Option<String>,
+    /// The daemon's schedule (`schedule.cron`), parsed.
+    pub schedule: Option<Schedule>,
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     /// The slice of IDs this process owns (the whole space unless `--shard`).
@@ -136,9 +137,12 @@ impl Settings {
         }
         let base_url = parse_base_url(&raw.api.base_url, raw.api.allow_insecure_http)
             .map_err(|message| invalid("api.base_url", message))?;
-        if let Some(cron) = &raw.schedule.cron {
-            parse_cron(cron).map_err(|message| invalid("schedule.cron", message))?;
-        }
+        let schedule = match &raw.schedule.cron {
+            Some(expr) => {
+                Some(Schedule::parse(expr).map_err(|message| invalid("schedule.cron", message))?)
+            }
+            None => None,
+        };
         let metrics_listen = match &raw.metrics.listen {
             Some(addr) => Some(
                 addr.parse()
@@ -150,7 +154,7 @@ impl Settings {
             .state
             .path
             .clone()
-            .unwrap_or_else(|| raw.output.dir.join("_state").join("genledger.db"));
+            .unwrap_or_else(|| layout::default_ledger_path(&raw.output.dir));
         Ok(Settings {
             api: ApiSettings {
                 base_url,
@@ -179,7 +183,7 @@ impl Settings {
             },
             state_path,
             content: raw.export.content,
-            cron: raw.schedule.cron.clone(),
+            schedule,
             metrics_listen,
             shutdown_timeout: raw.shutdown_timeout,
             shard: Shard::default(),
@@ -209,21 +213,47 @@ impl Settings {
     }
 }
 
-/// Parses a six-field cron expression (seconds first), as the daemon's
-/// scheduler will, and names the problem if it cannot.
-pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if fields != 6 {
-        return Err(format!(
-            "`{expr}` has {fields} fields; six are needed, seconds first (e.g. \"0 */5 * * * *\")"
-        ));
+/// A six-field cron expression (seconds first, UTC), parsed once, as the
+/// daemon's scheduler parses it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    pub cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Parses `expr` and names the problem if it cannot be used: wrong field
+    /// count, bad syntax, or a schedule that never fires (`0 0 0 31 2 *`).
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        let fields = expr.split_whitespace().count();
+        if fields != 6 {
+            return Err(format!(
+                "`{expr}` has {fields} fields; six are needed, seconds first (e.g. \"0 */5 * * * *\")"
+            ));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expr)
+            .map_err(|e| format!("`{expr}`: {e}"))?;
+        let schedule = Schedule {
+            expr: expr.to_owned(),
+            cron,
+        };
+        if schedule.next_after(chrono::Utc::now()).is_none() {
+            return Err(format!("`{expr}` never fires (no such date)"));
+        }
+        Ok(schedule)
     }
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map_err(|e| format!("`{expr}`: {e}"))
+
+    /// The first tick after `now`.
+    pub fn next_after(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.cron.find_next_occurrence(&now, false).ok()
+    }
 }
 
 /// Plain HTTP would send the key in the clear, so it is only allowed to loopback

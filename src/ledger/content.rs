@@ -4,11 +4,12 @@
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::{IdStatus, Ledger, LedgerError, Leftover, tally_by_status};
-use crate::sink::FailureRow;
+use super::{Ledger, LedgerError, Leftover, tally_by_status};
+use crate::layout;
+use crate::record::{FailureRow, IdStatus};
 
 /// The `files.kind` of content files (the `content` table's name).
-pub(super) const CONTENT_KIND: &str = "content";
+pub(super) const CONTENT_KIND: &str = layout::CONTENT;
 
 /// Whether content in this state still needs fetching (never fetched, or pending).
 pub(super) fn content_due(content_status: Option<i64>) -> bool {

@@ -1,16 +1,15 @@
-//! Start-up reconciliation: settles every file a dead process left behind and
-//! writes a manifest for every run that died before writing its own.
+//! Start-up reconciliation: settles every file a dead process left behind,
+//! and finds the runs that died before their manifest. Writing a manifest for
+//! them is the caller's (the ledger writes no output files of its own).
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use rusqlite::{TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 
 use super::{FILE_COMMITTED, FILE_STAGED, Ledger, LedgerError};
-use crate::manifest::{Manifest, ManifestFile};
-use crate::sink::format_timestamp;
+use crate::atomic_file::{is_temp_name, is_whole};
+use crate::layout;
 
 /// What reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,8 +20,32 @@ pub struct Reconciled {
     pub discarded: u64,
     /// Hidden temporary files removed that the ledger did not know.
     pub strays: u64,
-    /// Runs that died before their manifest; one was written for each.
-    pub recovered_runs: Vec<String>,
+    /// Runs that died before their manifest, with the files they committed.
+    pub dead_runs: Vec<DeadRun>,
+}
+
+/// A run that died before finishing: the caller writes its manifest from
+/// `files` and then calls [`Ledger::close_dead_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRun {
+    pub run_no: i64,
+    pub run_id: String,
+    pub started_at: String,
+    pub files: Vec<CommittedFile>,
+}
+
+/// A file a run committed, as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedFile {
+    /// Relative to the output directory, `/`-separated.
+    pub path: String,
+    /// The table it belongs to.
+    pub kind: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub min_created_at: Option<i64>,
+    pub max_created_at: Option<i64>,
 }
 
 struct Unsettled {
@@ -35,9 +58,9 @@ struct Unsettled {
 }
 
 impl Ledger {
-    /// Settles unfinished files and dead runs. Call with the state lock held,
-    /// before anything else touches the output.
-    pub fn reconcile(&mut self, shard: &str) -> Result<Reconciled, LedgerError> {
+    /// Settles unfinished files and finds dead runs. Call with the state lock
+    /// held, before anything else touches the output.
+    pub fn reconcile(&mut self) -> Result<Reconciled, LedgerError> {
         let mut done = Reconciled::default();
         let unsettled = self.sql(|c| {
             let mut stmt = c.prepare(
@@ -80,91 +103,72 @@ impl Ledger {
             done.discarded += 1;
         }
         done.strays = remove_stray_temps(&self.out_dir)?;
-        done.recovered_runs = self.recover_dead_runs(shard)?;
+        done.dead_runs = self.dead_runs()?;
         Ok(done)
     }
 
-    /// Writes a manifest for each run that never finished, listing the files it
-    /// committed, so every committed file is named by some manifest.
-    fn recover_dead_runs(&mut self, shard: &str) -> Result<Vec<String>, LedgerError> {
+    /// Runs that never finished, each with the files it committed.
+    fn dead_runs(&self) -> Result<Vec<DeadRun>, LedgerError> {
         let dead: Vec<(i64, String, String)> = self.sql(|c| {
             let mut stmt =
                 c.prepare("SELECT run_no, run_id, started_at FROM runs WHERE finished_at IS NULL")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let mut recovered = Vec::new();
-        for (run_no, run_id, started_at) in dead {
-            let files = self.committed_files(&run_id)?;
-            let now = format_timestamp(chrono::Utc::now().timestamp_micros());
-            let manifest_path = if files.is_empty() {
-                None
-            } else {
-                let manifest = Manifest::recovered(&run_id, shard, &started_at, files);
-                Some(manifest.write(&self.out_dir)?)
-            };
-            let manifest = manifest_path.as_deref().map(|p| self.relative(p));
-            self.sql(|c| {
-                c.execute(
-                    "UPDATE runs SET finished_at = ?2, manifest = ?3 WHERE run_no = ?1",
-                    params![run_no, now, manifest],
-                )
-            })?;
-            tracing::warn!(%run_id, "a run died before finishing; its committed files are kept");
-            recovered.push(run_id);
-        }
-        Ok(recovered)
+        dead.into_iter()
+            .map(|(run_no, run_id, started_at)| {
+                let files = self.committed_files(&run_id)?;
+                Ok(DeadRun {
+                    run_no,
+                    run_id,
+                    started_at,
+                    files,
+                })
+            })
+            .collect()
     }
 
-    fn committed_files(&self, run_id: &str) -> Result<Vec<ManifestFile>, LedgerError> {
+    /// Closes a dead run, with the manifest written for it (none when it
+    /// committed no file).
+    pub fn close_dead_run(
+        &mut self,
+        run: &DeadRun,
+        finished_at: &str,
+        manifest: Option<&Path>,
+    ) -> Result<(), LedgerError> {
+        let manifest = manifest.map(|p| self.relative(p));
+        self.sql(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, manifest = ?3 WHERE run_no = ?1",
+                params![run.run_no, finished_at, manifest],
+            )
+        })?;
+        tracing::warn!(run_id = %run.run_id, "a run died before finishing; its committed files are kept");
+        Ok(())
+    }
+
+    fn committed_files(&self, run_id: &str) -> Result<Vec<CommittedFile>, LedgerError> {
         self.sql(|c| {
             let mut stmt = c.prepare(
                 "SELECT path, kind, rows, bytes, sha256, min_created_at, max_created_at FROM files
                  WHERE run_id = ?1 AND status = ?2 ORDER BY path",
             )?;
             let rows = stmt.query_map(params![run_id, FILE_COMMITTED], |r| {
-                Ok(ManifestFile {
+                Ok(CommittedFile {
                     path: r
                         .get::<_, String>(0)?
                         .replace(std::path::MAIN_SEPARATOR, "/"),
-                    kind: if r.get::<_, String>(1)? == "generations" {
-                        "generations"
-                    } else {
-                        "content"
-                    },
+                    kind: r.get(1)?,
                     rows: r.get::<_, i64>(2)? as u64,
                     bytes: r.get::<_, i64>(3)? as u64,
                     sha256: r.get(4)?,
-                    min_created_at: r.get::<_, Option<i64>>(5)?.map(format_timestamp),
-                    max_created_at: r.get::<_, Option<i64>>(6)?.map(format_timestamp),
+                    min_created_at: r.get(5)?,
+                    max_created_at: r.get(6)?,
                 })
             })?;
             rows.collect()
         })
     }
-}
-
-fn is_whole(path: &Path, bytes: Option<i64>, sha256: Option<&str>) -> bool {
-    let (Some(bytes), Some(sha256)) = (bytes, sha256) else {
-        return false;
-    };
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0i64;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as i64;
-            }
-            Err(_) => return false,
-        }
-    }
-    total == bytes && hex::encode(hasher.finalize()) == sha256
 }
 
 fn remove_if_present(path: &Path) -> Result<(), LedgerError> {
@@ -180,7 +184,7 @@ fn remove_if_present(path: &Path) -> Result<(), LedgerError> {
 /// the ledger heard of them.
 fn remove_stray_temps(out_dir: &Path) -> Result<u64, LedgerError> {
     let mut removed = 0;
-    let mut dirs: Vec<_> = ["generations", "content", "failures", "_manifests"]
+    let mut dirs: Vec<_> = layout::WRITTEN_DIRS
         .iter()
         .map(|d| out_dir.join(d))
         .collect();
@@ -193,7 +197,7 @@ fn remove_stray_temps(out_dir: &Path) -> Result<u64, LedgerError> {
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
                 dirs.push(path);
-            } else if name.starts_with('.') && name.ends_with(".tmp") {
+            } else if is_temp_name(&name) {
                 remove_if_present(&path)?;
                 removed += 1;
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::*;
-use crate::sink::PendingFile;
+use crate::atomic_file::PendingFile;
 
 /// The tables as the first release made them, before content export and
 /// before IDs were numbered: a committed ID, a pending one, and a staged
@@ -274,7 +274,7 @@ fn files_committed_together_each_mark_their_own_ids() {
         "created_at copied"
     );
     assert_eq!(
-        ledger.reconcile("0").unwrap().committed,
+        ledger.reconcile().unwrap().committed,
         0,
         "nothing left staged"
     );

@@ -5,9 +5,11 @@
 //! [`content`] is the `content` table's row, from a `GET /generation/content` answer.
 
 mod content;
+mod failure;
 mod parse;
 
 pub use content::{Content, ContentError, parse_content};
+pub use failure::{FailureRow, IdStatus, Reason};
 pub use parse::{ParseError, parse_generation};
 
 use crate::money::Money;

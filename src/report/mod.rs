@@ -5,15 +5,15 @@
 //! with models × days, not with rows); [`render`] prints it; [`svg`] draws it.
 
 mod read;
-mod render;
-mod svg;
+pub mod render;
+pub mod svg;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 
 use crate::money::Money;
 
@@ -28,42 +28,6 @@ pub enum ReportFormat {
     Csv,
     /// One JSON document; money as exact decimal strings.
     Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Export directory (the `output.dir` of a run, holding `generations/`).
-    pub dir: PathBuf,
-    /// Output on stdout.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-    pub format: ReportFormat,
-    /// Also write a chart of daily cost by model to this SVG file.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
-}
-
-/// Prints the report on stdout and writes the chart when asked.
-pub fn run(args: &ReportArgs) -> anyhow::Result<u8> {
-    let report = read_export(&args.dir)?;
-    if report.float_files > 0 {
-        tracing::warn!(
-            files = report.float_files,
-            "money columns are float64 (output.money = \"float64\"): each value is summed \
-             as the shortest decimal that reads back as its double, so totals are only as \
-             exact as those doubles"
-        );
-    }
-    let text = match args.format {
-        ReportFormat::Table => render::table(&report),
-        ReportFormat::Csv => render::csv(&report)?,
-        ReportFormat::Json => render::json(&report)?,
-    };
-    print!("{text}");
-    if let Some(path) = &args.svg {
-        std::fs::write(path, svg::chart(&report))
-            .with_context(|| format!("failed to write `{}`", path.display()))?;
-    }
-    Ok(0)
 }
 
 /// Sums over a group of rows.

@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{Line, Report, Sums, UNKNOWN_MODEL};
 use crate::money::{self, Money};
-use crate::sink::partition_date;
+use crate::timestamp::partition_date;
 
 /// The columns the report reads, in this order.
 const COLUMNS: [&str; 6] = [

@@ -4,8 +4,9 @@
 use std::io::Write;
 
 use super::SinkError;
-use super::file::HashingWriter;
+use crate::atomic_file::HashingWriter;
 use crate::schema::{Row, Value};
+use crate::timestamp::format_timestamp;
 
 /// Writes rows by hand rather than through `csv::Writer`, which cannot tell an
 /// empty string from a null: here null is an empty field and an empty string
@@ -94,14 +95,6 @@ pub fn format_value(out: &mut String, value: Value<'_>) {
         Value::Float(f) => write!(out, "{f}"),
         Value::Bool(b) => write!(out, "{b}"),
     };
-}
-
-/// RFC 3339 in UTC with microseconds: `2026-11-21T10:00:00.123456Z`.
-pub fn format_timestamp(micros: i64) -> String {
-    match chrono::DateTime::from_timestamp_micros(micros) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]

@@ -4,36 +4,30 @@
 //! else writes to the output directory.
 
 mod csv;
-mod file;
 mod parquet;
 mod partition;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub use self::csv::{CsvFile, format_timestamp, format_value};
+pub use self::csv::{CsvFile, format_value};
 pub use self::parquet::ParquetFile;
-pub use file::{
-    FinishedFile, HashingWriter, PendingFile, SealedFile, create_private_dir, sync_dir,
-};
-pub use partition::{DataFile, PartitionedWriter, partition_date};
+pub use partition::{DataFile, PartitionedWriter};
 
-use crate::client::Reason;
+use crate::atomic_file::{FileError, FinishedFile, HashingWriter, PendingFile};
 use crate::config::OutputSettings;
-use crate::ledger::{IdStatus, Ledger, LedgerError};
+use crate::layout;
+use crate::ledger::{Ledger, LedgerError};
 use crate::money::Money;
-use crate::record::{Content, Generation};
+use crate::record::{Content, FailureRow, Generation, IdStatus};
+use crate::timestamp::format_timestamp;
 
 /// Failures of the output: these stop the run (data is at risk).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("failed to encode Parquet")]
     Parquet(#[source] ::parquet::errors::ParquetError),
     #[error("failed to build an Arrow batch")]
@@ -43,25 +37,18 @@ pub enum SinkError {
     #[error("money total overflowed 38 digits")]
     Overflow,
     #[error(transparent)]
-    Ledger(Box<LedgerError>),
+    Ledger(#[from] Box<LedgerError>),
 }
 
 impl From<LedgerError> for SinkError {
     fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::Sink(inner) => inner,
-            other => SinkError::Ledger(Box::new(other)),
-        }
+        SinkError::Ledger(Box::new(e))
     }
 }
 
 impl SinkError {
     pub fn io(action: &'static str, path: &Path, source: io::Error) -> SinkError {
-        SinkError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
+        SinkError::File(FileError::new(action, path, source))
     }
 }
 
@@ -83,29 +70,8 @@ impl FileNamer {
 
     pub fn next_data_name(&mut self, extension: &str) -> String {
         self.seq += 1;
-        format!(
-            "part-{}-{}-{:05}.{extension}",
-            self.run_id, self.shard, self.seq
-        )
+        layout::data_file_name(&self.run_id, &self.shard, self.seq, extension)
     }
-
-    pub fn run_name(&self, extension: &str) -> String {
-        format!("part-{}-{}.{extension}", self.run_id, self.shard)
-    }
-}
-
-/// One row of the failures file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailureRow {
-    pub id: String,
-    pub line: Option<u64>,
-    pub reason: Reason,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub message: String,
-    /// When the first 404 for the ID came (microseconds), kept in the
-    /// ledger for the 404 window; not a column of the failures file.
-    pub first_404_micros: Option<i64>,
 }
 
 /// Sums over the exported records, exact.
@@ -194,7 +160,7 @@ pub struct Sink {
     ledger: Ledger,
     generations: PartitionedWriter<Generation>,
     content: PartitionedWriter<Content>,
-    failures: Option<(PendingFile, ::csv::Writer<file::HashingWriter>)>,
+    failures: Option<(PendingFile, ::csv::Writer<HashingWriter>)>,
     failure_rows: u64,
     unrecorded: Vec<(FailureRow, IdStatus)>,
     totals: Totals,
@@ -233,11 +199,7 @@ impl Sink {
     /// reason its content's.
     pub fn write_failure(&mut self, row: &FailureRow, status: IdStatus) -> Result<(), SinkError> {
         if self.failures.is_none() {
-            let path = self
-                .settings
-                .dir
-                .join("failures")
-                .join(self.namer.run_name("csv"));
+            let path = layout::failures_path(&self.settings.dir, &self.namer.run_id, &self.namer.shard);
             let (pending, out) = PendingFile::create(path)?;
             let mut writer = ::csv::WriterBuilder::new()
                 .terminator(::csv::Terminator::CRLF)

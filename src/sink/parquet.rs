@@ -15,7 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
-use super::file::HashingWriter;
+use crate::atomic_file::HashingWriter;
 use crate::config::Compression;
 use crate::money;
 use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};

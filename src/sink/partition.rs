@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 
 use super::csv::CsvFile;
-use super::file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
 use super::parquet::ParquetFile;
 use super::{FileNamer, SinkError};
+use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
 use crate::config::{Format, OutputSettings};
+use crate::layout;
 use crate::ledger::{FileFacts, Ledger};
 use crate::schema::Row;
+use crate::timestamp::partition_date;
 
 /// Open files at once; each holds up to a row group in memory.
 const MAX_OPEN_FILES: usize = 8;
@@ -119,7 +121,7 @@ impl<R: Row> PartitionedWriter<R> {
         ledger: &mut Ledger,
     ) -> Result<OpenFile, SinkError> {
         let table_dir = self.settings.dir.join(R::TABLE);
-        let dir: PathBuf = table_dir.join(format!("date={}", date.format("%Y-%m-%d")));
+        let dir: PathBuf = layout::partition_dir(&table_dir, date);
         let path = dir.join(namer.next_data_name(self.settings.format.extension()));
         let (pending, out) = if R::SENSITIVE {
             create_private_dir(&table_dir)?;
@@ -250,9 +252,4 @@ impl<R: Row> PartitionedWriter<R> {
             file.pending.abandon();
         }
     }
-}
-
-/// The UTC day of an instant.
-pub fn partition_date(micros: i64) -> NaiveDate {
-    chrono::DateTime::from_timestamp_micros(micros).map_or(NaiveDate::MIN, |t| t.date_naive())
 }

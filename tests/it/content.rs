@@ -10,7 +10,7 @@ use genledger::config::Format;
 use genledger::ledger::Ledger;
 use genledger::simulator::SimConfig;
 use genledger::simulator::record::{content, generation};
-use genledger::sink::format_timestamp;
+use genledger::timestamp::format_timestamp;
 
 use crate::support::*;
 
@@ -166,7 +166,7 @@ async fn content_round_trip_equals_the_simulator_and_refused_ids_are_failures() 
     );
     assert_eq!(c.requests, 800);
 
-    let manifest = genledger::manifest::read(report.manifest.as_ref().unwrap()).unwrap();
+    let manifest = genledger::export::manifest::read(report.manifest.as_ref().unwrap()).unwrap();
     let listed: Vec<&serde_json::Value> = manifest["files"]
         .as_array()
         .unwrap()

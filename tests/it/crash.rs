@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use genledger::config::Format;
-use genledger::ledger::{IdStatus, Ledger, StateLock};
+use genledger::ledger::{Ledger, StateLock};
+use genledger::record::IdStatus;
 use genledger::simulator::SimConfig;
 use sha2::{Digest, Sha256};
 
@@ -76,7 +77,7 @@ fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
             !path.file_name().unwrap().to_string_lossy().starts_with('.'),
             "temp manifest left"
         );
-        let manifest = genledger::manifest::read(&path).unwrap();
+        let manifest = genledger::export::manifest::read(&path).unwrap();
         for f in manifest["files"].as_array().unwrap() {
             let rel = f["path"].as_str().unwrap();
             let bytes =

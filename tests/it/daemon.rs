@@ -410,7 +410,7 @@ async fn ids_that_never_appear_hold_no_tick_hostage() {
             .collect();
         if statuses
             .iter()
-            .all(|s| *s == Some(genledger::ledger::IdStatus::Failed))
+            .all(|s| *s == Some(genledger::record::IdStatus::Failed))
         {
             break;
         }

@@ -12,7 +12,8 @@ use genledger::config::{Compression, Format};
 use genledger::record::{Content, parse_content};
 use genledger::schema::MoneyMode;
 use genledger::simulator::SimConfig;
-use genledger::sink::{ParquetFile, PendingFile};
+use genledger::atomic_file::PendingFile;
+use genledger::sink::ParquetFile;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::support::*;

@@ -76,7 +76,7 @@ fn load(shipped: &ShippedConfig, flags: &RunFlags) -> Result<Settings, String> {
     }
     let path = dir.path().join(&shipped.name);
     std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    let settings = config::load(Some(&path), &flags.overrides())
+    let settings = config::load(Some(&path), flags.clone())
         .and_then(|layered| layered.resolve())
         .map_err(|e| e.to_string())?;
     Ok(settings.for_shard(flags.shard.unwrap_or_default()))
@@ -168,7 +168,7 @@ fn every_deploy_config_loads_with_the_flags_that_use_it() {
         }
         if matches!(cli.command, Command::Daemon(_)) {
             assert!(
-                settings.cron.is_some(),
+                settings.schedule.is_some(),
                 "{}: the daemon needs `schedule.cron` in {}",
                 inv.source,
                 shipped.source

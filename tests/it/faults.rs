@@ -239,7 +239,8 @@ async fn invalid_lines_are_recorded_with_line_numbers_and_the_run_goes_on() {
 /// After a run, every input ID is exported once, failed with a reason, or
 /// pending; nothing is both in a file and failed or pending.
 fn check_accounted(out: &std::path::Path, ids: &[String]) -> (u64, u64, u64) {
-    use genledger::ledger::{IdStatus, Ledger};
+    use genledger::ledger::Ledger;
+    use genledger::record::IdStatus;
     let mut in_files = HashSet::new();
     for row in parquet_rows(out) {
         assert!(

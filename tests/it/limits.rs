@@ -58,7 +58,7 @@ async fn a_server_that_always_asks_for_a_whole_second_is_learned_and_remembered(
     // The next run starts from the learned rate, not the configured one.
     let second = ids(50, DAY, "again");
     let input = write_lines(dir.path(), "again.txt", &second);
-    settings.inputs = vec![genledger::source::Input::File(input)];
+    settings.inputs = vec![genledger::config::Input::File(input)];
     let report = export(&settings).await;
     assert_eq!((report.exit_code, report.counts.exported), (0, 50));
     assert!(

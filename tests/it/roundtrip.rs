@@ -8,7 +8,7 @@ use genledger::config::Format;
 use genledger::money::Money;
 use genledger::simulator::SimConfig;
 use genledger::simulator::record::{SimGeneration, generation};
-use genledger::sink::format_timestamp;
+use genledger::timestamp::format_timestamp;
 
 use crate::support::*;
 
@@ -242,7 +242,7 @@ async fn manifest_lists_every_file_with_its_hash_and_exact_totals() {
     let mut settings = settings(&sim, &input, &out, Format::Parquet);
     settings.output.max_rows_per_file = 150;
     let report = export(&settings).await;
-    let manifest = genledger::manifest::read(report.manifest.as_ref().unwrap()).unwrap();
+    let manifest = genledger::export::manifest::read(report.manifest.as_ref().unwrap()).unwrap();
     let files = manifest["files"].as_array().unwrap();
     assert_eq!(files.len(), data_files(&out, ".parquet").len());
     let mut rows = 0;

@@ -15,9 +15,9 @@ use genledger::config::{ApiKey, Format, RawConfig, Settings};
 use genledger::money::Money;
 use genledger::progress::Silent;
 use genledger::simulator::{SimConfig, SimHandle, Simulator};
-use genledger::sink::format_timestamp;
+use genledger::timestamp::format_timestamp;
 use genledger::stop::Stop;
-use genledger::summary::RunReport;
+use genledger::export::summary::RunReport;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub const KEY: &str = "sk-or-v1-test-key-0123456789abcdef";

@@ -1,112 +1,31 @@
 //! Reading generation IDs from queue files and stdin, one per line.
 //!
-//! [`parse_line`] is the pure per-line rule (fuzzed separately); [`IdSource`]
-//! streams lines from each input through a bounded channel, so memory does not
-//! grow with the input, and drops duplicates.
+//! [`line`] holds the pure per-line rule; [`IdSource`] streams lines from
+//! each input through a bounded channel, so memory does not grow with the
+//! input, asks the ledger which IDs are new, and adds what earlier runs left
+//! pending. [`queue`] tracks how far the daemon's queue files were read;
+//! [`stdin`] feeds the daemon's stdin to the ledger between ticks.
+
+mod line;
+mod queue;
+mod stdin;
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+pub use line::{LineKind, MAX_ID_BYTES, MAX_LINE_BYTES, parse_line};
+use line::{classify, read_line_capped};
+pub use queue::QueueFiles;
+use queue::Segment;
+pub use stdin::feed_stdin;
+
+use crate::config::Input;
 use crate::ledger::{Admission, Ledger, LedgerError, Leftover, QueueOffset};
-use crate::queue::{QueueFiles, Segment};
 use crate::shard::Shard;
-
-/// Longest ID accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
-/// Longest line read; the rest of a longer line is discarded and the line is invalid.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
-
-/// What one input line holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineKind {
-    /// A generation ID to fetch.
-    Id(String),
-    /// Blank or a `#` comment.
-    Skip,
-    /// Never sent; recorded as failed with reason `invalid_id`.
-    Invalid(String),
-}
-
-/// Applies the input rules to one line (without its line ending).
-pub fn parse_line(line: &[u8]) -> LineKind {
-    let Ok(text) = std::str::from_utf8(line) else {
-        return LineKind::Invalid("line is not valid UTF-8".into());
-    };
-    let text = text.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r');
-    if text.is_empty() || text.starts_with('#') {
-        return LineKind::Skip;
-    }
-    let id = if text.starts_with('{') {
-        match id_from_json(text) {
-            Ok(id) => id,
-            Err(reason) => return LineKind::Invalid(reason),
-        }
-    } else {
-        text.to_owned()
-    };
-    match check_id(&id) {
-        Ok(()) => LineKind::Id(id),
-        Err(reason) => LineKind::Invalid(reason),
-    }
-}
-
-fn id_from_json(text: &str) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Logged {
-        id: Option<serde_json::Value>,
-    }
-    let logged: Logged =
-        serde_json::from_str(text).map_err(|e| format!("line looks like JSON but is not: {e}"))?;
-    match logged.id {
-        Some(serde_json::Value::String(id)) => Ok(id.trim().to_owned()),
-        _ => Err("JSON line has no string `id` field".into()),
-    }
-}
-
-fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("empty id".into());
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(format!(
-            "id is {} bytes long, more than {MAX_ID_BYTES}",
-            id.len()
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err("id contains control characters".into());
-    }
-    Ok(())
-}
-
-/// One input, a file or stdin (`-`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    Stdin,
-    File(PathBuf),
-}
-
-impl Input {
-    pub fn from_arg(arg: &str) -> Input {
-        if arg == "-" {
-            Input::Stdin
-        } else {
-            Input::File(PathBuf::from(arg))
-        }
-    }
-
-    pub fn name(&self) -> String {
-        match self {
-            Input::Stdin => "stdin".into(),
-            Input::File(path) => path.display().to_string(),
-        }
-    }
-}
 
 /// An item of the ID stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,139 +444,9 @@ impl IdSource {
     }
 }
 
-/// The daemon's stdin: records each ID as pending in the ledger as it
-/// arrives (the next tick exports it), batching whatever is already buffered.
-/// Invalid lines wait in `carried` for the next tick to record. Returns at
-/// end of input.
-pub fn feed_stdin(
-    mut ledger: Ledger,
-    shard: Shard,
-    carried: &Carried,
-    mut reader: BufReader<impl Read>,
-) -> Result<u64, SourceError> {
-    let mut buf = Vec::with_capacity(128);
-    let mut batch: Vec<String> = Vec::new();
-    let (mut line_no, mut admitted) = (0u64, 0u64);
-    loop {
-        buf.clear();
-        line_no += 1;
-        let (read, overlong, _) =
-            read_line_capped(&mut reader, &mut buf).map_err(|source| SourceError::Read {
-                path: "stdin".into(),
-                line: line_no,
-                source,
-            })?;
-        if read > 0 {
-            match classify(&buf, line_no, overlong) {
-                LineKind::Skip => {}
-                LineKind::Id(id) if shard.owns(&id) => batch.push(id),
-                LineKind::Id(_) => {}
-                LineKind::Invalid(reason) => {
-                    tracing::warn!(line = line_no, %reason, "invalid line on stdin");
-                    let mut queue = carried.lock().unwrap_or_else(|e| e.into_inner());
-                    if queue.len() < CARRIED_MAX {
-                        queue.push_back(SourceItem::Invalid {
-                            input: "stdin".into(),
-                            line: line_no,
-                            reason,
-                        });
-                    }
-                }
-            }
-        }
-        // Admit when nothing more is buffered: batches under load, at once when idle.
-        let idle = read == 0 || reader.buffer().is_empty();
-        if !batch.is_empty() && (idle || batch.len() >= ADMIT_BATCH) {
-            let ids: Vec<&str> = batch.iter().map(String::as_str).collect();
-            admitted += ledger.admit_pending(&ids, chrono::Utc::now().timestamp_micros())?;
-            batch.clear();
-        }
-        if read == 0 {
-            return Ok(admitted);
-        }
-    }
-}
-
-/// What a raw line read by [`read_line_capped`] holds: its ending (and a
-/// leading BOM on line 1) dropped, then the input rules applied.
-fn classify(buf: &[u8], line_no: u64, overlong: bool) -> LineKind {
-    if overlong {
-        return LineKind::Invalid(format!("line is longer than {MAX_LINE_BYTES} bytes"));
-    }
-    parse_line(strip_line_end(buf, line_no == 1))
-}
-
-/// Reads up to and including the next `\n`, keeping at most `MAX_LINE_BYTES`.
-/// Returns the bytes consumed, whether the line was cut, and whether it ended
-/// with `\n` (else the input ended first).
-fn read_line_capped(
-    reader: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-) -> io::Result<(usize, bool, bool)> {
-    let mut consumed = 0;
-    let mut overlong = false;
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok((consumed, overlong, false));
-        }
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(at) => (at + 1, true),
-            None => (chunk.len(), false),
-        };
-        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
-        overlong |= take > room && !(done && take - 1 <= room);
-        buf.extend_from_slice(&chunk[..take.min(room)]);
-        reader.consume(take);
-        consumed += take;
-        if done {
-            return Ok((consumed, overlong, true));
-        }
-    }
-}
-
-/// Drops the line ending (LF or CRLF) and, on a file's first line, a UTF-8 BOM.
-fn strip_line_end(buf: &[u8], first_line: bool) -> &[u8] {
-    let mut line = buf.strip_suffix(b"\n").unwrap_or(buf);
-    line = line.strip_suffix(b"\r").unwrap_or(line);
-    if first_line {
-        line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_rules() {
-        assert_eq!(
-            parse_line(b"  gen-1-abc \r"),
-            LineKind::Id("gen-1-abc".into())
-        );
-        assert_eq!(parse_line(b""), LineKind::Skip);
-        assert_eq!(parse_line(b"   "), LineKind::Skip);
-        assert_eq!(parse_line(b"# a comment"), LineKind::Skip);
-        assert_eq!(
-            parse_line(br#"{"id":"gen-2","model":"x"}"#),
-            LineKind::Id("gen-2".into())
-        );
-        assert!(matches!(
-            parse_line(br#"{"model":"x"}"#),
-            LineKind::Invalid(_)
-        ));
-        assert!(matches!(parse_line(br#"{"id":""}"#), LineKind::Invalid(_)));
-        assert!(matches!(parse_line(br#"{"id":"#), LineKind::Invalid(_)));
-        assert!(matches!(parse_line(b"gen-\xff"), LineKind::Invalid(_)));
-        assert!(matches!(parse_line(b"gen-\x01x"), LineKind::Invalid(_)));
-        assert!(matches!(parse_line(&[b'a'; 257]), LineKind::Invalid(_)));
-        assert_eq!(parse_line(&[b'a'; 256]), LineKind::Id("a".repeat(256)));
-    }
 
     fn read_all(bytes: &[u8]) -> (Vec<SourceItem>, SourceCounts) {
         let dir = tempfile::tempdir().unwrap();

@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::app::{print_report, watch_signals};
+use super::{print_report, watch_signals};
 use crate::cli::{DemoArgs, SummaryFormat};
 use crate::config::{ApiKey, Format, RawConfig, Settings};
+use crate::exit::ExitStatus;
 use crate::export;
 use crate::progress::{Silent, TerminalProgress};
 use crate::simulator::{SimConfig, Simulator};
@@ -23,7 +24,7 @@ const DEMO_KEY: &str = "demo-key-not-secret";
 /// Marks a directory as the demo's own, so a rerun may clear it.
 const MARKER: &str = ".genledger-demo";
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitStatus> {
     let dir = &args.output;
     prepare_dir(dir)?;
     let sim = Simulator::start(demo_simulator(), "127.0.0.1:0".parse()?)
@@ -79,7 +80,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         "  genledger report {} --svg cost.svg",
         dir.join("parquet").display()
     );
-    Ok(report.exit_code.max(csv_report.exit_code))
+    Ok(match report.status {
+        ExitStatus::Success => csv_report.status,
+        worse => worse,
+    })
 }
 
 fn demo_simulator() -> SimConfig {

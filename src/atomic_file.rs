@@ -1,13 +1,49 @@
-//! One output file on its way to disk: written under a hidden temporary name,
-//! hashed as it is written, then synced and renamed into place whole.
+//! The file primitives of the commit protocol: a file is written under a
+//! hidden temporary name, hashed as it is written, synced, then renamed into
+//! place whole. This module knows nothing of the ledger; the protocol that
+//! records each step lives in `ledger::commit`.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::SinkError;
+/// A file operation that failed, with the path it failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} `{}`", path.display())]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FileError {
+    pub fn new(action: &'static str, path: &Path, source: io::Error) -> FileError {
+        FileError {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The hidden name a file is written under before it is renamed to
+/// `final_path`: `.<name>.tmp` beside it, which readers of the directory skip.
+pub fn temp_path_for(final_path: &Path) -> PathBuf {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.tmp"))
+}
+
+/// Whether a file name is one [`temp_path_for`] gives.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
 
 /// A `Write` that counts and hashes what passes through it.
 pub struct HashingWriter {
@@ -46,16 +82,16 @@ pub struct FinishedFile {
 impl PendingFile {
     /// `final_path`'s directory is created; the temporary file sits beside it as
     /// `.<name>.tmp`, which readers of the directory skip.
-    pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
+    pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), FileError> {
         let dir = final_path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|source| SinkError::io("create directory", dir, source))?;
+        fs::create_dir_all(dir).map_err(|source| FileError::new("create directory", dir, source))?;
         PendingFile::create_in(final_path, false)
     }
 
     /// Like [`PendingFile::create`], for sensitive data: the directory is made
     /// owner-only (0700) and the file is created owner-only (0600) before a
     /// byte is written; the rename keeps the mode.
-    pub fn create_private(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), SinkError> {
+    pub fn create_private(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), FileError> {
         create_private_dir(final_path.parent().unwrap_or(Path::new(".")))?;
         PendingFile::create_in(final_path, true)
     }
@@ -63,15 +99,10 @@ impl PendingFile {
     fn create_in(
         final_path: PathBuf,
         private: bool,
-    ) -> Result<(PendingFile, HashingWriter), SinkError> {
-        let dir = final_path.parent().unwrap_or(Path::new("."));
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp_path = dir.join(format!(".{name}.tmp"));
+    ) -> Result<(PendingFile, HashingWriter), FileError> {
+        let temp_path = temp_path_for(&final_path);
         let file = open_for_writing(&temp_path, private)
-            .map_err(|source| SinkError::io("create", &temp_path, source))?;
+            .map_err(|source| FileError::new("create", &temp_path, source))?;
         let writer = HashingWriter {
             inner: BufWriter::with_capacity(1 << 16, file),
             hasher: Sha256::new(),
@@ -88,7 +119,7 @@ impl PendingFile {
 
     /// Flushes and syncs the data under the temporary name: after this the
     /// bytes are on disk, but no reader sees the file yet.
-    pub fn seal(self, writer: HashingWriter) -> Result<SealedFile, SinkError> {
+    pub fn seal(self, writer: HashingWriter) -> Result<SealedFile, FileError> {
         let HashingWriter {
             inner,
             hasher,
@@ -96,9 +127,9 @@ impl PendingFile {
         } = writer;
         let file = inner
             .into_inner()
-            .map_err(|e| SinkError::io("flush", &self.temp_path, e.into_error()))?;
+            .map_err(|e| FileError::new("flush", &self.temp_path, e.into_error()))?;
         file.sync_all()
-            .map_err(|source| SinkError::io("sync", &self.temp_path, source))?;
+            .map_err(|source| FileError::new("sync", &self.temp_path, source))?;
         Ok(SealedFile {
             temp_path: self.temp_path,
             finished: FinishedFile {
@@ -111,7 +142,7 @@ impl PendingFile {
 
     /// Seals and publishes in one go, for files outside the ledger's protocol
     /// (the failures report, the manifest).
-    pub fn finish(self, writer: HashingWriter) -> Result<FinishedFile, SinkError> {
+    pub fn finish(self, writer: HashingWriter) -> Result<FinishedFile, FileError> {
         self.seal(writer)?.publish()
     }
 
@@ -131,10 +162,10 @@ pub struct SealedFile {
 impl SealedFile {
     /// Renames the file into place and syncs the directory, so a crash leaves
     /// either no file or the whole file.
-    pub fn publish(self) -> Result<FinishedFile, SinkError> {
+    pub fn publish(self) -> Result<FinishedFile, FileError> {
         let path = &self.finished.path;
         fs::rename(&self.temp_path, path)
-            .map_err(|source| SinkError::io("rename into place", path, source))?;
+            .map_err(|source| FileError::new("rename into place", path, source))?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         Ok(self.finished)
     }
@@ -164,8 +195,8 @@ fn open_for_writing(path: &Path, private: bool) -> io::Result<File> {
 
 /// Creates `dir` (and missing parents) readable by the owner only, and makes
 /// an existing `dir` owner-only too.
-pub fn create_private_dir(dir: &Path) -> Result<(), SinkError> {
-    let failed = |source| SinkError::io("create directory", dir, source);
+pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
+    let failed = |source| FileError::new("create directory", dir, source);
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -181,10 +212,35 @@ pub fn create_private_dir(dir: &Path) -> Result<(), SinkError> {
 }
 
 /// Makes a rename durable.
-pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| SinkError::io("sync directory", dir, source))
+        .map_err(|source| FileError::new("sync directory", dir, source))
+}
+
+/// Whether the file at `path` holds exactly `bytes` bytes whose SHA-256 is
+/// `sha256` (hex): the check that a staged file was renamed into place whole.
+pub fn is_whole(path: &Path, bytes: Option<i64>, sha256: Option<&str>) -> bool {
+    let (Some(bytes), Some(sha256)) = (bytes, sha256) else {
+        return false;
+    };
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0i64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as i64;
+            }
+            Err(_) => return false,
+        }
+    }
+    total == bytes && hex::encode(hasher.finalize()) == sha256
 }
 
 #[cfg(all(test, unix))]

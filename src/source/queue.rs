@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
+use super::SourceError;
 use crate::ledger::{Ledger, QueueOffset};
-use crate::source::SourceError;
 
 /// The daemon's queue files, in configuration order.
 pub struct QueueFiles {

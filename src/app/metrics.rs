@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::client::RequestCounters;
 use crate::limiter::Pacer;
-use crate::summary::Counts;
+use crate::export::summary::Counts;
 
 /// What the daemon has done since it started, and how the last tick went.
 pub struct DaemonMetrics {

@@ -5,8 +5,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::sink::{FinishedFile, PendingFile, SinkError, SinkOutput, Totals, format_timestamp};
-use crate::summary::Counts;
+use super::summary::Counts;
+use crate::atomic_file::{FileError, FinishedFile, PendingFile};
+use crate::layout;
+use crate::ledger::DeadRun;
+use crate::sink::{SinkOutput, Totals};
+use crate::timestamp::{format_timestamp, now_formatted};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ManifestFile {
@@ -41,16 +45,10 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn new(run: RunInfo<'_>, output: &SinkOutput, counts: Counts) -> Manifest {
-        let relative = |p: &Path| {
-            let rel = p.strip_prefix(run.out_dir).unwrap_or(p);
-            rel.components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/")
-        };
+        let relative = |p: &Path| layout::relative(run.out_dir, p);
         let tables = [
-            ("generations", &output.data_files),
-            ("content", &output.content_files),
+            (layout::GENERATIONS, &output.data_files),
+            (layout::CONTENT, &output.content_files),
         ];
         let mut files: Vec<ManifestFile> = tables
             .into_iter()
@@ -73,7 +71,7 @@ impl Manifest {
         {
             files.push(ManifestFile {
                 path: relative(path),
-                kind: "failures",
+                kind: layout::FAILURES,
                 rows: output.failure_rows,
                 bytes: *bytes,
                 sha256: sha256.clone(),
@@ -86,7 +84,7 @@ impl Manifest {
             shard: run.shard.to_owned(),
             genledger_version: env!("CARGO_PKG_VERSION"),
             started_at: run.started_at.to_owned(),
-            finished_at: format_timestamp(chrono::Utc::now().timestamp_micros()),
+            finished_at: now_formatted(),
             format: run.format,
             files,
             totals: Some(output.totals.clone()),
@@ -97,18 +95,30 @@ impl Manifest {
     }
 
     /// The manifest of a run that died, from the files the ledger saw it commit.
-    pub fn recovered(
-        run_id: &str,
-        shard: &str,
-        started_at: &str,
-        files: Vec<ManifestFile>,
-    ) -> Manifest {
+    pub fn recovered(run: &DeadRun, shard: &str) -> Manifest {
+        let files: Vec<ManifestFile> = run
+            .files
+            .iter()
+            .map(|f| ManifestFile {
+                path: f.path.clone(),
+                kind: if f.kind == layout::CONTENT {
+                    layout::CONTENT
+                } else {
+                    layout::GENERATIONS
+                },
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+                min_created_at: f.min_created_at.map(format_timestamp),
+                max_created_at: f.max_created_at.map(format_timestamp),
+            })
+            .collect();
         Manifest {
-            run_id: run_id.to_owned(),
+            run_id: run.run_id.clone(),
             shard: shard.to_owned(),
             genledger_version: env!("CARGO_PKG_VERSION"),
-            started_at: started_at.to_owned(),
-            finished_at: format_timestamp(chrono::Utc::now().timestamp_micros()),
+            started_at: run.started_at.clone(),
+            finished_at: now_formatted(),
             format: files.first().map_or("", |f| {
                 if f.path.ends_with(".csv") {
                     "csv"
@@ -125,14 +135,12 @@ impl Manifest {
     }
 
     /// Writes the manifest under `_manifests/`, whole or not at all.
-    pub fn write(&self, out_dir: &Path) -> Result<PathBuf, SinkError> {
-        let path = out_dir
-            .join("_manifests")
-            .join(format!("{}-{}.json", self.run_id, self.shard));
+    pub fn write(&self, out_dir: &Path) -> Result<PathBuf, FileError> {
+        let path = layout::manifest_path(out_dir, &self.run_id, &self.shard);
         let (pending, mut writer) = PendingFile::create(path)?;
         let temp = pending.temp_path.clone();
         serde_json::to_writer_pretty(&mut writer, self)
-            .map_err(|e| SinkError::io("write manifest", &temp, e.into()))?;
+            .map_err(|e| FileError::new("write manifest", &temp, e.into()))?;
         let finished = pending.finish(writer)?;
         Ok(finished.path)
     }

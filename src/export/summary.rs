@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::exit::ExitStatus;
 use crate::sink::Totals;
 use crate::stop::StopReason;
 
@@ -49,7 +50,10 @@ pub struct RateReport {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
     pub run_id: String,
+    /// The process exit code the run ends with (see [`ExitStatus`]).
     pub exit_code: u8,
+    #[serde(skip)]
+    pub status: ExitStatus,
     pub counts: Counts,
     /// Requests per second.
     pub rate: RateReport,
@@ -67,11 +71,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn exit_code_for(counts: &Counts, stop: Option<&StopReason>) -> u8 {
+    pub fn exit_status_for(counts: &Counts, stop: Option<&StopReason>) -> ExitStatus {
         match stop {
-            Some(StopReason::Refused { .. }) => 3,
-            Some(StopReason::Interrupted) => 130,
-            Some(StopReason::OutputFailed) => 2,
+            Some(StopReason::Refused { .. }) => ExitStatus::Refused,
+            Some(StopReason::Interrupted) => ExitStatus::Interrupted,
+            Some(StopReason::OutputFailed) => ExitStatus::Error,
             None if counts.failed
                 + counts.pending
                 + counts.previously_failed
@@ -79,9 +83,9 @@ impl RunReport {
                 + counts.content_pending
                 > 0 =>
             {
-                1
+                ExitStatus::Partial
             }
-            None => 0,
+            None => ExitStatus::Success,
         }
     }
 }
@@ -96,11 +100,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.counts;
         writeln!(f, "genledger run {}", self.run_id)?;
         if let Some(stopped) = &self.stopped {
             writeln!(f, "  STOPPED: {stopped}")?;
         }
+        self.write_ids(f)?;
+        self.write_requests(f)?;
+        self.write_money(f)?;
+        self.write_files(f)
+    }
+}
+
+impl RunReport {
+    /// What became of the IDs read.
+    fn write_ids(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
         writeln!(
             f,
             "  IDs read           {:>10}  ({} lines)",
@@ -151,6 +165,12 @@ impl fmt::Display for RunReport {
                 c.other_shards
             )?;
         }
+        Ok(())
+    }
+
+    /// Requests, the rate and the time they took.
+    fn write_requests(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
         writeln!(
             f,
             "  requests           {:>10}  (429s {}, retries {})",
@@ -170,6 +190,11 @@ impl fmt::Display for RunReport {
             "  duration           {:>10.2}s ({:.0} records/s)",
             self.duration_secs, self.records_per_sec
         )?;
+        Ok(())
+    }
+
+    /// The exact cost, and the models that cost the most.
+    fn write_money(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  total cost         {:>10} USD (exact)",
@@ -189,6 +214,11 @@ impl fmt::Display for RunReport {
                 )?;
             }
         }
+        Ok(())
+    }
+
+    /// Where the files went.
+    fn write_files(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.files.is_empty() {
             writeln!(f, "  data files         {:>10}", self.files.len())?;
             if let Some(first) = self.files.first() {

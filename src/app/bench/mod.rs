@@ -15,15 +15,16 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::cli::BenchArgs;
+use crate::exit::ExitStatus;
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitStatus> {
     // The measurements drive child processes synchronously; keep them off the runtime.
     tokio::task::spawn_blocking(move || measure(&args))
         .await
         .context("benchmark task failed")?
 }
 
-fn measure(args: &BenchArgs) -> anyhow::Result<u8> {
+fn measure(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
     let exe = std::env::current_exe().context("cannot find the genledger executable")?;
     fs::create_dir_all(&args.dir)
         .with_context(|| format!("failed to create `{}`", args.dir.display()))?;
@@ -62,7 +63,7 @@ fn measure(args: &BenchArgs) -> anyhow::Result<u8> {
     for row in rows {
         println!("  {row}");
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The parts of an export's JSON summary the benchmark reads.

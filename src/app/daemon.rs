@@ -13,89 +13,45 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::app::EXIT_INTERRUPTED;
-use crate::client::RequestCounters;
-use crate::config::{Settings, parse_cron};
-use crate::export::{self, DaemonShared, RunOptions};
-use crate::ledger::{Ledger, StateLock};
-use crate::limiter::Pacer;
-use crate::metrics::DaemonMetrics;
+use super::metrics::{self, DaemonMetrics};
+use crate::config::{Input, Schedule, Settings};
+use crate::exit::ExitStatus;
+use crate::export::{self, Carried, Follow, QueueFiles, RunOptions, Session};
+use crate::ledger::Ledger;
 use crate::progress::Silent;
-use crate::queue::QueueFiles;
-use crate::source::{self, Carried, Input};
+use crate::source;
 use crate::stop::{Stop, StopReason};
 
 /// Runs until `shutdown` is triggered (the first SIGINT/SIGTERM), then lets a
 /// running tick finish and commit within `shutdown_timeout`. Returns the exit code.
-pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<u8> {
-    let cron = settings.cron.clone().context(
+pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<ExitStatus> {
+    let schedule = settings.schedule.clone().context(
         "`schedule.cron` is not set: the daemon needs a schedule (six fields, seconds first, UTC), e.g. \"0 */5 * * * *\"",
     )?;
-    let schedule =
-        parse_cron(&cron).map_err(|e| anyhow::anyhow!("invalid `schedule.cron`: {e}"))?;
-    let files: Vec<PathBuf> = settings
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            Input::File(path) => Some(path.clone()),
-            Input::Stdin => None,
-        })
-        .collect();
-    let with_stdin = settings.inputs.contains(&Input::Stdin);
-    if files.is_empty() && !with_stdin {
-        anyhow::bail!(
-            "no input: give `--input PATH` (a queue file, or `-` for stdin) or set `input.paths`"
-        );
-    }
-    let out_dir = &settings.output.dir;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("failed to create output directory `{}`", out_dir.display()))?;
-    let _lock = StateLock::acquire(&settings.state_path)?;
-
-    // Every tick shares one pacer, which starts where the last run left off.
-    let learned = {
-        let ledger = Ledger::open(&settings.state_path, out_dir)
-            .context("cannot use the state ledger; nothing was fetched or written")?;
-        crate::export::learned_rate(&ledger, &settings)
-    };
-    let shared = DaemonShared {
-        requests: Arc::new(RequestCounters::default()),
-        pacer: Arc::new(Pacer::new(
-            settings.fetch.requests_per_second,
-            settings.fetch.burst,
-            learned,
-        )),
-    };
+    // Every tick shares one session: the lock, the counters, and one pacer
+    // that starts where the last run left off.
+    let session = Session::open(&settings)?;
     let metrics = Arc::new(DaemonMetrics::new(
-        shared.requests.clone(),
-        shared.pacer.clone(),
+        session.requests().clone(),
+        session.pacer().clone(),
     ));
     if let Some(addr) = settings.metrics_listen {
-        let bound = crate::metrics::serve(addr, metrics.clone())
+        let bound = metrics::serve(addr, metrics.clone())
             .await
             .with_context(|| format!("failed to listen on `metrics.listen` {addr}"))?;
         tracing::info!(%bound, "serving /metrics and /healthz");
     }
-    let carried: Carried = Arc::default();
-    if with_stdin {
-        spawn_stdin_feed(&settings, carried.clone())?;
-    }
-    let tick_settings = Settings {
-        inputs: files.iter().cloned().map(Input::File).collect(),
-        ..settings.clone()
-    };
-    let queues = Arc::new(Mutex::new(QueueFiles::new(files)));
-
+    let (tick_settings, follow) = follow_inputs(&settings)?;
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let running = Arc::new(AtomicBool::new(false));
-    let scheduler = start_scheduler(&cron, tick_tx, running.clone(), metrics.clone()).await?;
+    let scheduler = start_scheduler(&schedule, tick_tx, running.clone(), metrics.clone()).await?;
     let next = schedule
-        .find_next_occurrence(&chrono::Utc::now(), false)
+        .next_after(chrono::Utc::now())
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
-    tracing::info!(%cron, next_tick = %next, state = %settings.state_path.display(), "daemon started (schedule in UTC)");
+    tracing::info!(cron = %schedule.expr, next_tick = %next, state = %settings.state_path.display(), "daemon started (schedule in UTC)");
 
-    let mut code = 0;
+    let mut status = ExitStatus::Success;
     loop {
         tokio::select! {
             biased;
@@ -105,32 +61,53 @@ pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<u8> 
                     break;
                 }
                 running.store(true, Ordering::SeqCst);
-                let options = RunOptions {
-                    retry_failed: false,
-                    queues: Some(queues.clone()),
-                    carried: Some(carried.clone()),
-                    daemon: Some(shared.clone()),
-                };
-                let finished = run_tick(&tick_settings, options, &shutdown, &metrics).await;
+                let options = RunOptions { retry_failed: false, follow: Some(follow.clone()) };
+                let finished = run_tick(&session, &tick_settings, options, &shutdown, &metrics).await;
                 running.store(false, Ordering::SeqCst);
                 if !finished {
-                    code = EXIT_INTERRUPTED;
+                    status = ExitStatus::Interrupted;
                     break;
                 }
             }
         }
     }
     drop(scheduler);
-    if code == 0 {
+    if status == ExitStatus::Success {
         tracing::info!("daemon stopped; everything fetched was committed");
     }
-    Ok(code)
+    Ok(status)
+}
+
+/// The ticks' inputs: the queue files, followed from their saved offsets,
+/// and stdin fed to the ledger between ticks by a thread of its own.
+fn follow_inputs(settings: &Settings) -> anyhow::Result<(Settings, Follow)> {
+    let files: Vec<PathBuf> = settings
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            Input::File(path) => Some(path.clone()),
+            Input::Stdin => None,
+        })
+        .collect();
+    let carried: Carried = Arc::default();
+    if settings.inputs.contains(&Input::Stdin) {
+        spawn_stdin_feed(settings, carried.clone())?;
+    }
+    let tick_settings = Settings {
+        inputs: files.iter().cloned().map(Input::File).collect(),
+        ..settings.clone()
+    };
+    let follow = Follow {
+        queues: Arc::new(Mutex::new(QueueFiles::new(files))),
+        carried,
+    };
+    Ok((tick_settings, follow))
 }
 
 /// Registers the cron job. A tick that fires while one runs is skipped and
 /// logged, never queued behind it.
 async fn start_scheduler(
-    cron: &str,
+    schedule: &Schedule,
     tick_tx: mpsc::Sender<()>,
     running: Arc<AtomicBool>,
     metrics: Arc<DaemonMetrics>,
@@ -138,7 +115,7 @@ async fn start_scheduler(
     let scheduler = JobScheduler::new()
         .await
         .context("failed to start the scheduler")?;
-    let job = Job::new_async(cron, move |_id, _scheduler| {
+    let job = Job::new_async(schedule.expr.as_str(), move |_id, _scheduler| {
         let (tick_tx, running, metrics) = (tick_tx.clone(), running.clone(), metrics.clone());
         Box::pin(async move {
             if running.load(Ordering::SeqCst) || tick_tx.try_send(()).is_err() {
@@ -147,7 +124,7 @@ async fn start_scheduler(
             }
         })
     })
-    .with_context(|| format!("invalid `schedule.cron` `{cron}`"))?;
+    .with_context(|| format!("invalid `schedule.cron` `{}`", schedule.expr))?;
     scheduler
         .add(job)
         .await
@@ -162,6 +139,7 @@ async fn start_scheduler(
 /// One tick. Returns false when a shutdown could not finish within
 /// `shutdown_timeout` (the caller exits at once; committed files are whole).
 async fn run_tick(
+    session: &Session,
     settings: &Settings,
     options: RunOptions,
     shutdown: &Arc<Stop>,
@@ -169,7 +147,7 @@ async fn run_tick(
 ) -> bool {
     let started = Instant::now();
     let stop = Arc::new(Stop::default());
-    let tick = export::run(settings, &options, stop.clone(), Arc::new(Silent));
+    let tick = export::run_in(session, settings, &options, stop.clone(), Arc::new(Silent));
     tokio::pin!(tick);
     let result = tokio::select! {
         result = &mut tick => result,

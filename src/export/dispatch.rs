@@ -1,0 +1,172 @@
+//! The dispatcher and the fetch tasks: IDs fanned out to the client, at most
+//! a bounded number outstanding, each outcome handed to the sink thread.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::live::LiveCounts;
+use crate::client::{Client, Failure, Fetched};
+use crate::record::{Content, FailureRow, Generation, Reason};
+use crate::source::SourceItem;
+use crate::stop::Stop;
+use crate::timestamp;
+
+/// What the sink thread receives: records with their IDs' numbers in the
+/// ledger, by which the sink links them to their files. Failure rows of
+/// content carry a content reason ([`Reason::is_content`]).
+pub(super) enum Outcome {
+    Exported(Box<Generation>, i64),
+    Content(Box<Content>, i64),
+    Failed(FailureRow),
+    Pending(FailureRow),
+}
+
+/// What each fetch task gets: the client, the way to the sink, the counts.
+pub(super) struct Fanout {
+    pub client: Arc<Client>,
+    pub sink: mpsc::Sender<Outcome>,
+    pub live: Arc<LiveCounts>,
+}
+
+/// Fans IDs out to fetch tasks, at most `concurrency × 4` outstanding (fetches
+/// waiting out a backoff hold a slot but no connection). Stops taking IDs when
+/// the run is stopped, then waits for the outstanding ones.
+pub(super) async fn dispatch(
+    mut source: mpsc::Receiver<Vec<SourceItem>>,
+    fanout: Fanout,
+    stop: Arc<Stop>,
+    concurrency: usize,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
+    let mut tasks = JoinSet::new();
+    'chunks: loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.stopped() => break,
+            chunk = source.recv() => match chunk { Some(chunk) => chunk, None => break },
+        };
+        for item in chunk {
+            // IDs of a chunk not dispatched stay pending in the ledger.
+            if stop.is_stopped() {
+                break 'chunks;
+            }
+            while tasks.try_join_next().is_some() {}
+            if let SourceItem::Invalid {
+                input,
+                line,
+                reason,
+            } = item
+            {
+                let message = format!("{input} line {line}: {reason}");
+                let row = FailureRow {
+                    id: String::new(),
+                    line: Some(line),
+                    reason: Reason::InvalidId,
+                    http_status: None,
+                    attempts: 0,
+                    message,
+                    first_404_micros: None,
+                };
+                if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
+                    break 'chunks;
+                }
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break 'chunks;
+            };
+            let (client, sink, live) = (
+                fanout.client.clone(),
+                fanout.sink.clone(),
+                fanout.live.clone(),
+            );
+            tasks.spawn(async move {
+                fetch_item(item, &client, &sink, &live).await;
+                drop(permit);
+            });
+        }
+    }
+    // Dropping the receiver ends the source; IDs it had not sent stay untouched.
+    drop(source);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One fetch task: the metadata, then (when due) the content.
+async fn fetch_item(
+    item: SourceItem,
+    client: &Client,
+    sink: &mpsc::Sender<Outcome>,
+    live: &LiveCounts,
+) {
+    let (id, seq, line, created_at) = match item {
+        SourceItem::Invalid { .. } => return,
+        SourceItem::ContentOnly {
+            id,
+            seq,
+            created_at,
+        } => (id, seq, None, created_at),
+        SourceItem::Id {
+            id,
+            seq,
+            line,
+            first_404_micros,
+            content,
+        } => {
+            let first_404 = first_404_micros.map(timestamp::instant);
+            let fetched = fetch_metadata(&id, seq, line, first_404, client, sink).await;
+            let Some(created_at) = fetched else {
+                return;
+            };
+            if !content {
+                return;
+            }
+            live.content_wanted.fetch_add(1, Ordering::Relaxed);
+            (id, seq, line, created_at)
+        }
+    };
+    let outcome = match client.fetch_content(&id, created_at).await {
+        Fetched::Record(content) => Outcome::Content(content, seq),
+        Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
+        Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
+    };
+    let _ = sink.send(outcome).await;
+}
+
+/// Fetches one ID's metadata and hands the outcome to the sink, before any
+/// content is asked for, so content never holds a record back. Returns the
+/// record's `created_at` when a record was handed on.
+async fn fetch_metadata(
+    id: &str,
+    seq: i64,
+    line: Option<u64>,
+    first_404: Option<SystemTime>,
+    client: &Client,
+    sink: &mpsc::Sender<Outcome>,
+) -> Option<Option<i64>> {
+    let (outcome, created_at) = match client.fetch(id, first_404).await {
+        Fetched::Record(record) => {
+            let created_at = record.created_at;
+            (Outcome::Exported(record, seq), Some(created_at))
+        }
+        Fetched::Failed(f) => (Outcome::Failed(failure_row(id.to_owned(), line, f)), None),
+        Fetched::Pending(f) => (Outcome::Pending(failure_row(id.to_owned(), line, f)), None),
+    };
+    sink.send(outcome).await.ok()?;
+    created_at
+}
+
+fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {
+    FailureRow {
+        id,
+        line,
+        reason: f.reason,
+        http_status: f.http_status,
+        attempts: f.attempts,
+        message: f.message,
+        first_404_micros: f.first_404.map(timestamp::micros),
+    }
+}

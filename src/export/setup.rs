@@ -1,0 +1,174 @@
+//! What every run needs before it reads an ID, whoever starts it (`export`
+//! once, or the daemon on each tick): the requirements checked before any
+//! state is touched, the state lock, the ledger settled after a dead run, and
+//! the run recorded.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::manifest::Manifest;
+use crate::client::RequestCounters;
+use crate::config::Settings;
+use crate::ledger::{Ledger, Reconciled, StateLock};
+use crate::limiter::Pacer;
+use crate::timestamp::now_formatted;
+
+/// What outlives one run: the state lock, the request counters and the
+/// pacer (with the rate it learned). The daemon keeps one for all its ticks.
+pub struct Session {
+    _lock: StateLock,
+    pub(super) requests: Arc<RequestCounters>,
+    pub(super) pacer: Arc<Pacer>,
+}
+
+/// The state one run holds: its ledger entry and its identity.
+pub(super) struct RunState {
+    pub ledger: Ledger,
+    pub run_no: i64,
+    pub run_id: String,
+    pub shard: String,
+    pub started_at: String,
+}
+
+impl Session {
+    /// Checks what a run requires (input, an API key), then creates the output
+    /// directory and takes the state lock. Nothing is written before the
+    /// checks pass, so a run refused here leaves no trace in the ledger.
+    pub fn open(settings: &Settings) -> anyhow::Result<Session> {
+        if settings.inputs.is_empty() {
+            anyhow::bail!(
+                "no input: give `--input PATH` (or `-` for stdin) or set `input.paths`"
+            );
+        }
+        if settings.api.key.is_none() {
+            anyhow::bail!(
+                "no API key: set the environment variable `OPENROUTER_API_KEY` or `api.key_file` in the configuration"
+            );
+        }
+        let out_dir = &settings.output.dir;
+        std::fs::create_dir_all(out_dir).with_context(|| {
+            format!("failed to create output directory `{}`", out_dir.display())
+        })?;
+        let lock = StateLock::acquire(&settings.state_path)?;
+        let ledger = Ledger::open(&settings.state_path, out_dir)
+            .context("cannot use the state ledger; nothing was fetched or written")?;
+        let pacer = Pacer::new(
+            settings.fetch.requests_per_second,
+            settings.fetch.burst,
+            learned_rate(&ledger, settings),
+        );
+        Ok(Session {
+            _lock: lock,
+            requests: Arc::new(RequestCounters::default()),
+            pacer: Arc::new(pacer),
+        })
+    }
+
+    /// The counters of every request this session sent.
+    pub fn requests(&self) -> &Arc<RequestCounters> {
+        &self.requests
+    }
+
+    /// The pacer every run of this session shares.
+    pub fn pacer(&self) -> &Arc<Pacer> {
+        &self.pacer
+    }
+
+    /// Opens the ledger, settles what a dead run left (writing the manifests
+    /// it never wrote), and records this run's start.
+    pub(super) fn begin_run(
+        &self,
+        settings: &Settings,
+        retry_failed: bool,
+    ) -> anyhow::Result<RunState> {
+        let out_dir = &settings.output.dir;
+        let mut ledger = Ledger::open(&settings.state_path, out_dir)
+            .context("cannot use the state ledger; nothing was fetched or written")?;
+        let shard = settings.shard.label();
+        let reconciled = ledger
+            .reconcile()
+            .context("failed to reconcile the output with the ledger")?;
+        close_dead_runs(&mut ledger, settings, &shard, &reconciled)?;
+        if reconciled != Reconciled::default() {
+            tracing::warn!(
+                committed = reconciled.committed,
+                discarded = reconciled.discarded,
+                strays = reconciled.strays,
+                dead_runs = reconciled.dead_runs.len(),
+                "settled what an earlier run left unfinished"
+            );
+        }
+        if retry_failed {
+            let (requeued, content) = ledger.requeue_failed()?;
+            tracing::info!(
+                requeued,
+                content,
+                "failed IDs (and failed contents) re-queued"
+            );
+        }
+        let run_id = new_run_id();
+        let started_at = now_formatted();
+        let run_no = ledger.begin_run(&run_id, &shard, &started_at)?;
+        tracing::info!(%run_id, output = %out_dir.display(), "export started");
+        Ok(RunState {
+            ledger,
+            run_no,
+            run_id,
+            shard,
+            started_at,
+        })
+    }
+}
+
+/// Writes a manifest for each run that died before its own, listing the
+/// files it committed (so every committed file is named by some manifest),
+/// and closes it in the ledger.
+fn close_dead_runs(
+    ledger: &mut Ledger,
+    settings: &Settings,
+    shard: &str,
+    reconciled: &Reconciled,
+) -> anyhow::Result<()> {
+    for run in &reconciled.dead_runs {
+        let manifest = if run.files.is_empty() {
+            None
+        } else {
+            let manifest = Manifest::recovered(run, shard);
+            Some(
+                manifest
+                    .write(&settings.output.dir)
+                    .context("failed to write the manifest of a run that died")?,
+            )
+        };
+        ledger.close_dead_run(run, &now_formatted(), manifest.as_deref())?;
+    }
+    Ok(())
+}
+
+/// The rate an earlier run learned for this API, if the ledger keeps one; a
+/// ledger that cannot say is no reason to stop (the run learns afresh).
+fn learned_rate(ledger: &Ledger, settings: &Settings) -> Option<f64> {
+    let api = settings.api.base_url.as_str();
+    match ledger.learned_rate(api) {
+        Ok(rate) => {
+            if let Some(rate) = rate {
+                tracing::info!(rate, "starting from the rate the API last accepted");
+            }
+            rate
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the learned rate; starting from the configured one");
+            None
+        }
+    }
+}
+
+/// `20261121T213000Z-3fa9`: sortable by start time, unique per process.
+fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        fastrand::u16(..)
+    )
+}

@@ -1,0 +1,78 @@
+//! Every path and name of the output tree, in one place:
+//!
+//! ```text
+//! OUT/
+//!   generations/date=YYYY-MM-DD/part-<run>-<shard>-<seq>.parquet|csv
+//!   content/date=YYYY-MM-DD/part-<run>-<shard>-<seq>.parquet|csv   (owner-only)
+//!   failures/part-<run>-<shard>.csv
+//!   _manifests/<run>-<shard>.json                                  (written last)
+//!   _state/genledger.db                                            (the ledger, by default)
+//! ```
+//!
+//! Files are written under a hidden temporary name first (see
+//! `atomic_file::temp_path_for`); readers skip names that start with `.`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+/// The table of generation metadata.
+pub const GENERATIONS: &str = "generations";
+/// The table of stored prompts and completions.
+pub const CONTENT: &str = "content";
+/// One CSV per run of the IDs that were not exported, and why.
+pub const FAILURES: &str = "failures";
+/// One manifest per run.
+pub const MANIFESTS: &str = "_manifests";
+/// The default home of the ledger.
+pub const STATE: &str = "_state";
+/// The ledger's file name in [`STATE`].
+pub const LEDGER_FILE: &str = "genledger.db";
+/// The prefix of a partition directory's name.
+pub const PARTITION_PREFIX: &str = "date=";
+
+/// Directories under the output root that hold files genledger writes.
+pub const WRITTEN_DIRS: [&str; 4] = [GENERATIONS, CONTENT, FAILURES, MANIFESTS];
+
+/// `OUT/_state/genledger.db`.
+pub fn default_ledger_path(out_dir: &Path) -> PathBuf {
+    out_dir.join(STATE).join(LEDGER_FILE)
+}
+
+/// `OUT/<table>`.
+pub fn table_dir(out_dir: &Path, table: &str) -> PathBuf {
+    out_dir.join(table)
+}
+
+/// `<table dir>/date=YYYY-MM-DD`.
+pub fn partition_dir(table_dir: &Path, date: NaiveDate) -> PathBuf {
+    table_dir.join(format!("{PARTITION_PREFIX}{}", date.format("%Y-%m-%d")))
+}
+
+/// `part-<run>-<shard>-<seq>.<ext>`: unique within a run, and across runs by
+/// the run ID.
+pub fn data_file_name(run_id: &str, shard: &str, seq: u32, extension: &str) -> String {
+    format!("part-{run_id}-{shard}-{seq:05}.{extension}")
+}
+
+/// `OUT/failures/part-<run>-<shard>.csv`.
+pub fn failures_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
+    out_dir
+        .join(FAILURES)
+        .join(format!("part-{run_id}-{shard}.csv"))
+}
+
+/// `OUT/_manifests/<run>-<shard>.json`.
+pub fn manifest_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
+    out_dir.join(MANIFESTS).join(format!("{run_id}-{shard}.json"))
+}
+
+/// A path under the output root as the manifest and the ledger write it:
+/// relative, `/`-separated.
+pub fn relative(out_dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(out_dir).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}

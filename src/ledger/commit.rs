@@ -1,0 +1,165 @@
+//! The file commit protocol, in one place. The sink writes the bytes; the
+//! steps that make a file part of the output are these:
+//!
+//! 1. a data file is registered as `open` when created ([`Ledger::open_file`]),
+//!    and the IDs of its rows are linked to it as they are written;
+//! 2. complete, it is synced under its hidden name and marked `staged`;
+//! 3. it is renamed into place and the directory synced
+//!    (2 and 3: [`Ledger::publish_file`], with `atomic_file`'s primitives);
+//! 4. it is marked `committed` and its IDs `exported`, in one transaction
+//!    ([`Ledger::mark_committed`]; files finished together share it).
+//!
+//! Content files (`files.kind = 'content'`) follow the same protocol; their
+//! commit marks the IDs' *content* exported (`ids.content_status`), never the
+//! metadata, so each table is exactly-once on its own. At start-up,
+//! [`Ledger::reconcile`](super::reconcile) settles what a dead process left.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::content::CONTENT_KIND;
+use super::{FILE_COMMITTED, FILE_OPEN, FILE_STAGED, Ledger, LedgerError};
+use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile};
+
+/// Facts about a file being committed.
+pub struct FileFacts {
+    pub rows: u64,
+    pub min_created_at: i64,
+    pub max_created_at: i64,
+}
+
+impl Ledger {
+    /// Registers a data file about to be written (protocol step 1).
+    pub fn open_file(
+        &mut self,
+        run_id: &str,
+        kind: &str,
+        pending: &PendingFile,
+    ) -> Result<i64, LedgerError> {
+        let (path, temp) = (
+            self.relative(&pending.final_path),
+            self.relative(&pending.temp_path),
+        );
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO files (run_id, kind, path, temp_path, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, kind, path, temp, FILE_OPEN],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Links written rows, by their IDs' numbers (with their generation's
+    /// `created_at`), to their (still open) file.
+    pub fn link(&mut self, file_id: i64, rows: &[(i64, Option<i64>)]) -> Result<(), LedgerError> {
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut link = tx.prepare_cached(
+                    "INSERT INTO file_rows (file_id, seq, created_at) VALUES (?1, ?2, ?3)",
+                )?;
+                for (seq, created_at) in rows {
+                    link.execute(params![file_id, seq, created_at])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Protocol steps 2 and 3 for a complete file: sync, stage, publish. The
+    /// file is in place but not committed until [`Ledger::mark_committed`];
+    /// should the process die first, start-up reconciliation commits it.
+    pub fn publish_file(
+        &mut self,
+        file_id: i64,
+        pending: PendingFile,
+        writer: HashingWriter,
+        facts: &FileFacts,
+    ) -> Result<FinishedFile, LedgerError> {
+        let sealed = pending.seal(writer)?;
+        let staged = self.sql(|c| {
+            c.execute(
+                "UPDATE files SET status = ?2, rows = ?3, bytes = ?4, sha256 = ?5, min_created_at = ?6,
+                 max_created_at = ?7 WHERE file_id = ?1",
+                params![
+                    file_id,
+                    FILE_STAGED,
+                    facts.rows as i64,
+                    sealed.finished.bytes as i64,
+                    sealed.finished.sha256,
+                    facts.min_created_at,
+                    facts.max_created_at
+                ],
+            )
+        });
+        if let Err(e) = staged {
+            sealed.abandon();
+            return Err(e);
+        }
+        Ok(sealed.publish()?)
+    }
+
+    /// Protocol step 4 for published files: they are committed and their IDs
+    /// exported, all in one transaction. A content file marks its IDs' content
+    /// exported and leaves their metadata status alone.
+    ///
+    /// Files committed together cost one pass over the IDs instead of one
+    /// each. The pass visits IDs by number, the order they were admitted in
+    /// and roughly the order their rows were written, so it walks the table
+    /// nearly sequentially.
+    pub fn mark_committed(&mut self, file_ids: &[i64]) -> Result<(), LedgerError> {
+        if file_ids.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let marked = self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (mut content, mut generations) = (Vec::new(), Vec::new());
+            for &file_id in file_ids {
+                let kind: String = tx.query_row(
+                    "UPDATE files SET status = ?2 WHERE file_id = ?1 RETURNING kind",
+                    params![file_id, FILE_COMMITTED],
+                    |r| r.get(0),
+                )?;
+                match kind.as_str() {
+                    CONTENT_KIND => content.push(file_id),
+                    _ => generations.push(file_id),
+                }
+            }
+            if !content.is_empty() {
+                tx.execute(
+                    &format!(
+                        "UPDATE ids SET content_status = 1, content_reason = NULL
+                         WHERE seq IN (SELECT seq FROM file_rows WHERE file_id IN ({}))",
+                        placeholders(content.len())
+                    ),
+                    rusqlite::params_from_iter(&content),
+                )?;
+            }
+            if !generations.is_empty() {
+                tx.execute(
+                    &format!(
+                        "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
+                         created_at = f.created_at
+                         FROM (SELECT seq, created_at FROM file_rows WHERE file_id IN ({})
+                               ORDER BY seq) AS f
+                         WHERE ids.seq = f.seq",
+                        placeholders(generations.len())
+                    ),
+                    rusqlite::params_from_iter(&generations),
+                )?;
+            }
+            tx.commit()
+        });
+        tracing::debug!(
+            files = file_ids.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "marked files committed"
+        );
+        marked
+    }
+}
+
+/// `?, ?, …` for a list of `n` parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
