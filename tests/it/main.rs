@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the exporter against the embedded simulator on
 //! loopback, and the `genledger` executable as a user runs it.
 
+mod architecture;
 mod cli;
 mod content;
 mod crash;
