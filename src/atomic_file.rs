@@ -84,7 +84,8 @@ impl PendingFile {
     /// `.<name>.tmp`, which readers of the directory skip.
     pub fn create(final_path: PathBuf) -> Result<(PendingFile, HashingWriter), FileError> {
         let dir = final_path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|source| FileError::new("create directory", dir, source))?;
+        fs::create_dir_all(dir)
+            .map_err(|source| FileError::new("create directory", dir, source))?;
         PendingFile::create_in(final_path, false)
     }
 

@@ -2,9 +2,9 @@
 //! generated from the column tables ([`Row::COLUMNS`]), so they name exactly
 //! the columns and types the files hold.
 
-use std::fmt::Write as _;
 use clap::ValueEnum;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::fmt::Write as _;
 
 use crate::record::{Content, Generation};
 use crate::schema::{ColumnType, MoneyMode, Row, arrow_type};

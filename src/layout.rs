@@ -64,7 +64,9 @@ pub fn failures_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
 
 /// `OUT/_manifests/<run>-<shard>.json`.
 pub fn manifest_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
-    out_dir.join(MANIFESTS).join(format!("{run_id}-{shard}.json"))
+    out_dir
+        .join(MANIFESTS)
+        .join(format!("{run_id}-{shard}.json"))
 }
 
 /// A path under the output root as the manifest and the ledger write it:

@@ -9,8 +9,8 @@ use anyhow::Context;
 use super::{load_settings, watch_signals};
 use crate::cli::{ExportArgs, SummaryFormat};
 use crate::exit::ExitStatus;
-use crate::export::{self, RunOptions, Session};
 use crate::export::summary::RunReport;
+use crate::export::{self, RunOptions, Session};
 use crate::progress::{Progress, Silent, TerminalProgress};
 use crate::stop::Stop;
 

@@ -20,8 +20,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::client::RequestCounters;
-use crate::limiter::Pacer;
 use crate::export::summary::Counts;
+use crate::limiter::Pacer;
 
 /// What the daemon has done since it started, and how the last tick went.
 pub struct DaemonMetrics {

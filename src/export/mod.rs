@@ -104,7 +104,12 @@ pub async fn run_in(
     )
     .context("failed to set up the API client")?;
     let live = Arc::new(LiveCounts::default());
-    let ticker = spawn_ticker(live.clone(), requests.clone(), pacer.clone(), progress.clone());
+    let ticker = spawn_ticker(
+        live.clone(),
+        requests.clone(),
+        pacer.clone(),
+        progress.clone(),
+    );
     let mode = ReadMode {
         shard: settings.shard,
         queues: options.follow.as_ref().map(|f| f.queues.clone()),
@@ -118,15 +123,33 @@ pub async fn run_in(
     let (source_counts, output) = result?;
     progress.update(&snapshot(&live, &requests, &pacer));
     progress.finish();
-    let counts = counts(source_counts, &live, &requests.snapshot().since(&requests_before));
+    let counts = counts(
+        source_counts,
+        &live,
+        &requests.snapshot().since(&requests_before),
+    );
     let rate = RateReport {
         configured: settings.fetch.requests_per_second,
         current: pacer.rate(),
         learned: pacer.learned(),
     };
     let stopped = stop.reason();
-    let finished = finish(settings, &mut state, &output, counts, rate, stopped.as_ref())?;
-    Ok(report(state.run_id, finished, counts, rate, started.elapsed(), output))
+    let finished = finish(
+        settings,
+        &mut state,
+        &output,
+        counts,
+        rate,
+        stopped.as_ref(),
+    )?;
+    Ok(report(
+        state.run_id,
+        finished,
+        counts,
+        rate,
+        started.elapsed(),
+        output,
+    ))
 }
 
 /// How a run ended, as recorded.
@@ -177,7 +200,12 @@ fn finish(
     }
     state
         .ledger
-        .finish_run(state.run_no, &finished_at, status.code(), manifest.as_deref())
+        .finish_run(
+            state.run_no,
+            &finished_at,
+            status.code(),
+            manifest.as_deref(),
+        )
         .context("failed to record the run in the ledger")?;
     let c = &counts;
     tracing::info!(run_id = %state.run_id, exported = c.exported, failed = c.failed, pending = c.pending,

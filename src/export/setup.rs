@@ -37,9 +37,7 @@ impl Session {
     /// checks pass, so a run refused here leaves no trace in the ledger.
     pub fn open(settings: &Settings) -> anyhow::Result<Session> {
         if settings.inputs.is_empty() {
-            anyhow::bail!(
-                "no input: give `--input PATH` (or `-` for stdin) or set `input.paths`"
-            );
+            anyhow::bail!("no input: give `--input PATH` (or `-` for stdin) or set `input.paths`");
         }
         if settings.api.key.is_none() {
             anyhow::bail!(

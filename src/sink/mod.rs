@@ -199,7 +199,8 @@ impl Sink {
     /// reason its content's.
     pub fn write_failure(&mut self, row: &FailureRow, status: IdStatus) -> Result<(), SinkError> {
         if self.failures.is_none() {
-            let path = layout::failures_path(&self.settings.dir, &self.namer.run_id, &self.namer.shard);
+            let path =
+                layout::failures_path(&self.settings.dir, &self.namer.run_id, &self.namer.shard);
             let (pending, out) = PendingFile::create(path)?;
             let mut writer = ::csv::WriterBuilder::new()
                 .terminator(::csv::Terminator::CRLF)

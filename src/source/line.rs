@@ -124,7 +124,6 @@ fn strip_line_end(buf: &[u8], first_line: bool) -> &[u8] {
     line
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,9 +29,17 @@ const LAYERS: [&[&str]; 6] = [
     &["cli", "logging", "app"],
 ];
 
-/// Same-layer imports allowed, as (importer, imported): both adapters record what
-/// they did in the ledger, and the ledger knows neither.
-const SAME_LAYER: [(&str, &str); 2] = [("sink", "ledger"), ("source", "ledger")];
+/// Same-layer imports allowed, as (importer, imported), each one way only: both
+/// adapters record what they did in the ledger, and the ledger knows neither; a
+/// record implements the column table `schema` defines; the commands and the
+/// logger take the command line's types.
+const SAME_LAYER: [(&str, &str); 5] = [
+    ("sink", "ledger"),
+    ("source", "ledger"),
+    ("record", "schema"),
+    ("app", "cli"),
+    ("logging", "cli"),
+];
 
 /// The OpenRouter stand-in imports nothing of the crate, so that it stays a stand-in
 /// for the real API rather than an echo of the client.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use genledger::atomic_file::PendingFile;
 use genledger::config::{Compression, Format};
 use genledger::record::{Content, parse_content};
 use genledger::schema::MoneyMode;
 use genledger::simulator::SimConfig;
-use genledger::atomic_file::PendingFile;
 use genledger::sink::ParquetFile;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

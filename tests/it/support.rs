@@ -12,12 +12,12 @@ use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, TimestampMicros
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use genledger::config::{ApiKey, Format, RawConfig, Settings};
+use genledger::export::summary::RunReport;
 use genledger::money::Money;
 use genledger::progress::Silent;
 use genledger::simulator::{SimConfig, SimHandle, Simulator};
-use genledger::timestamp::format_timestamp;
 use genledger::stop::Stop;
-use genledger::export::summary::RunReport;
+use genledger::timestamp::format_timestamp;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub const KEY: &str = "sk-or-v1-test-key-0123456789abcdef";
