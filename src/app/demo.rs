@@ -34,11 +34,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitStatus> {
     write_ids(&ids_path, args.ids)
         .with_context(|| format!("failed to write `{}`", ids_path.display()))?;
     eprintln!(
-        "genledger demo: simulator on {} (2% server errors, resets, cut bodies, a 1500 req/s limit, 404s for fresh IDs)",
-        sim.base_url()
-    );
-    eprintln!(
-        "exporting {} IDs from {} at up to 2000 req/s ...",
+        "genledger demo: simulator on {} (2% server errors, resets, cut bodies, a 1500 req/s limit, 404s for fresh IDs)\nexporting {} IDs from {} at up to 2000 req/s ...",
+        sim.base_url(),
         args.ids,
         ids_path.display()
     );

@@ -111,7 +111,18 @@ impl DaemonMetrics {
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("genledger");
+        self.register_requests(&mut registry);
+        self.register_ids(&mut registry);
+        self.register_ticks(&mut registry);
+        self.register_rates(&mut registry);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
 
+    /// Requests by answer status, and the 429s among them.
+    fn register_requests(&self, registry: &mut Registry) {
         let requests = Family::<StatusLabel, Counter>::default();
         for (status, n) in self.requests.by_status() {
             let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
@@ -122,17 +133,15 @@ impl DaemonMetrics {
             "Requests to the generation endpoint by answer status (none: no answer)",
             requests,
         );
-        let counter = |n: u64| {
-            let c = Counter::<u64>::default();
-            c.inc_by(n);
-            c
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         registry.register(
             "rate_limited",
             "429 answers",
             counter(load(&self.requests.rate_limited)),
         );
+    }
+
+    /// What this process exported and failed, and the ledger's totals.
+    fn register_ids(&self, registry: &mut Registry) {
         registry.register(
             "ids_exported",
             "IDs exported by this process",
@@ -153,18 +162,6 @@ impl DaemonMetrics {
             "Generation contents recorded as failed by this process",
             counter(load(&self.content_failed)),
         );
-        let ticks = Family::<OutcomeLabel, Counter>::default();
-        for (outcome, n) in [
-            ("ok", &self.ticks_ok),
-            ("error", &self.ticks_failed),
-            ("skipped", &self.ticks_skipped),
-        ] {
-            ticks
-                .get_or_create(&OutcomeLabel { outcome })
-                .inc_by(load(n));
-        }
-        registry.register("ticks", "Scheduled ticks by outcome", ticks);
-
         let (pending, exported, failed) = *self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         let ledger = Family::<StatusLabel, Gauge>::default();
         for (status, n) in [
@@ -183,11 +180,35 @@ impl DaemonMetrics {
             "IDs in the state ledger by status, after the last tick",
             ledger,
         );
-        let float = |v: f64| {
-            let g = Gauge::<f64, AtomicU64>::default();
-            g.set(v);
-            g
-        };
+    }
+
+    /// Ticks by outcome, the last success and the last tick's duration.
+    fn register_ticks(&self, registry: &mut Registry) {
+        let ticks = Family::<OutcomeLabel, Counter>::default();
+        for (outcome, n) in [
+            ("ok", &self.ticks_ok),
+            ("error", &self.ticks_failed),
+            ("skipped", &self.ticks_skipped),
+        ] {
+            ticks
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc_by(load(n));
+        }
+        registry.register("ticks", "Scheduled ticks by outcome", ticks);
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time the last successful tick ended (0: none yet)",
+            float(load(&self.last_success) as f64),
+        );
+        registry.register(
+            "last_tick_duration_seconds",
+            "How long the last tick took",
+            float(f64::from_bits(load(&self.last_tick_secs))),
+        );
+    }
+
+    /// The request rate now, and the limit learned from the API.
+    fn register_rates(&self, registry: &mut Registry) {
         registry.register(
             "rate_per_second",
             "Current adaptive request rate",
@@ -201,22 +222,23 @@ impl DaemonMetrics {
                 float(learned),
             );
         }
-        registry.register(
-            "last_success_timestamp_seconds",
-            "Unix time the last successful tick ended (0: none yet)",
-            float(load(&self.last_success) as f64),
-        );
-        registry.register(
-            "last_tick_duration_seconds",
-            "How long the last tick took",
-            float(f64::from_bits(load(&self.last_tick_secs))),
-        );
-
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text
     }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn counter(n: u64) -> Counter {
+    let c = Counter::<u64>::default();
+    c.inc_by(n);
+    c
+}
+
+fn float(v: f64) -> Gauge<f64, AtomicU64> {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(v);
+    g
 }
 
 /// Binds `addr` and serves `/metrics` and `/healthz` until the process ends.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use super::raw::RawFetch;
 use super::{Compression, ConfigError, Format, Input, RawConfig};
 use crate::layout;
 use crate::schema::MoneyMode;
@@ -102,39 +103,7 @@ impl Settings {
             origin: origin(key),
             message,
         };
-        let f = &raw.fetch;
-        if f.concurrency == 0 || f.concurrency > 4096 {
-            return Err(invalid(
-                "fetch.concurrency",
-                format!("{} is not between 1 and 4096", f.concurrency),
-            ));
-        }
-        if !(f.requests_per_second.is_finite() && f.requests_per_second > 0.0) {
-            return Err(invalid(
-                "fetch.requests_per_second",
-                format!("{} is not a positive rate", f.requests_per_second),
-            ));
-        }
-        let burst = NonZeroU32::new(f.burst)
-            .ok_or_else(|| invalid("fetch.burst", "must be at least 1".into()))?;
-        if f.max_attempts == 0 {
-            return Err(invalid("fetch.max_attempts", "must be at least 1".into()));
-        }
-        if f.timeout.is_zero() {
-            return Err(invalid("fetch.timeout", "must be longer than zero".into()));
-        }
-        if f.backoff_initial > f.backoff_max {
-            return Err(invalid(
-                "fetch.backoff_initial",
-                "is longer than `fetch.backoff_max`".into(),
-            ));
-        }
-        if raw.output.max_rows_per_file == 0 {
-            return Err(invalid(
-                "output.max_rows_per_file",
-                "must be at least 1".into(),
-            ));
-        }
+        let fetch = resolve_fetch(&raw.fetch).map_err(|(key, message)| invalid(key, message))?;
         let base_url = parse_base_url(&raw.api.base_url, raw.api.allow_insecure_http)
             .map_err(|message| invalid("api.base_url", message))?;
         let schedule = match &raw.schedule.cron {
@@ -163,24 +132,8 @@ impl Settings {
                 title: raw.api.title.clone(),
             },
             inputs: raw.input.paths.iter().map(|p| Input::from_arg(p)).collect(),
-            fetch: FetchSettings {
-                concurrency: f.concurrency,
-                requests_per_second: f.requests_per_second,
-                burst,
-                max_attempts: f.max_attempts,
-                timeout: f.timeout,
-                not_found_grace: f.not_found_grace,
-                max_retry_after: f.max_retry_after,
-                backoff_initial: f.backoff_initial,
-                backoff_max: f.backoff_max,
-            },
-            output: OutputSettings {
-                dir: raw.output.dir.clone(),
-                format: raw.output.format,
-                max_rows_per_file: raw.output.max_rows_per_file,
-                money: raw.output.money,
-                compression: raw.output.compression,
-            },
+            fetch,
+            output: resolve_output(raw).map_err(|(key, message)| invalid(key, message))?,
             state_path,
             content: raw.export.content,
             schedule,
@@ -211,6 +164,60 @@ impl Settings {
         self.shard = shard;
         self
     }
+}
+
+/// Validates the `output` section.
+fn resolve_output(raw: &RawConfig) -> Result<OutputSettings, (&'static str, String)> {
+    if raw.output.max_rows_per_file == 0 {
+        return Err(("output.max_rows_per_file", "must be at least 1".into()));
+    }
+    Ok(OutputSettings {
+        dir: raw.output.dir.clone(),
+        format: raw.output.format,
+        max_rows_per_file: raw.output.max_rows_per_file,
+        money: raw.output.money,
+        compression: raw.output.compression,
+    })
+}
+
+/// Validates the `fetch` section; an error names the key and the problem.
+fn resolve_fetch(f: &RawFetch) -> Result<FetchSettings, (&'static str, String)> {
+    if f.concurrency == 0 || f.concurrency > 4096 {
+        return Err((
+            "fetch.concurrency",
+            format!("{} is not between 1 and 4096", f.concurrency),
+        ));
+    }
+    if !(f.requests_per_second.is_finite() && f.requests_per_second > 0.0) {
+        return Err((
+            "fetch.requests_per_second",
+            format!("{} is not a positive rate", f.requests_per_second),
+        ));
+    }
+    let burst = NonZeroU32::new(f.burst).ok_or(("fetch.burst", "must be at least 1".into()))?;
+    if f.max_attempts == 0 {
+        return Err(("fetch.max_attempts", "must be at least 1".into()));
+    }
+    if f.timeout.is_zero() {
+        return Err(("fetch.timeout", "must be longer than zero".into()));
+    }
+    if f.backoff_initial > f.backoff_max {
+        return Err((
+            "fetch.backoff_initial",
+            "is longer than `fetch.backoff_max`".into(),
+        ));
+    }
+    Ok(FetchSettings {
+        concurrency: f.concurrency,
+        requests_per_second: f.requests_per_second,
+        burst,
+        max_attempts: f.max_attempts,
+        timeout: f.timeout,
+        not_found_grace: f.not_found_grace,
+        max_retry_after: f.max_retry_after,
+        backoff_initial: f.backoff_initial,
+        backoff_max: f.backoff_max,
+    })
 }
 
 /// A six-field cron expression (seconds first, UTC), parsed once, as the

@@ -36,6 +36,7 @@ use crate::client::Client;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::ledger::{Checkpointer, Ledger};
+use crate::limiter::Pacer;
 use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, SinkOutput};
 use crate::source::{self, IdSource, ReadMode, SourceCounts, SourceError};
@@ -110,13 +111,8 @@ pub async fn run_in(
         pacer.clone(),
         progress.clone(),
     );
-    let mode = ReadMode {
-        shard: settings.shard,
-        queues: options.follow.as_ref().map(|f| f.queues.clone()),
-        carried: options.follow.as_ref().map(|f| f.carried.clone()),
-        content: settings.content,
-    };
     let run = (state.run_no, state.run_id.as_str(), state.shard.as_str());
+    let mode = read_mode(settings, options);
     let result = pipeline(settings, run, mode, Arc::new(client), &stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
@@ -128,11 +124,7 @@ pub async fn run_in(
         &live,
         &requests.snapshot().since(&requests_before),
     );
-    let rate = RateReport {
-        configured: settings.fetch.requests_per_second,
-        current: pacer.rate(),
-        learned: pacer.learned(),
-    };
+    let rate = rate_report(settings, &pacer);
     let stopped = stop.reason();
     let finished = finish(
         settings,
@@ -150,6 +142,24 @@ pub async fn run_in(
         started.elapsed(),
         output,
     ))
+}
+
+/// How the source reads: the shard, queue files followed or not, content or not.
+fn read_mode(settings: &Settings, options: &RunOptions) -> ReadMode {
+    ReadMode {
+        shard: settings.shard,
+        queues: options.follow.as_ref().map(|f| f.queues.clone()),
+        carried: options.follow.as_ref().map(|f| f.carried.clone()),
+        content: settings.content,
+    }
+}
+
+fn rate_report(settings: &Settings, pacer: &Pacer) -> RateReport {
+    RateReport {
+        configured: settings.fetch.requests_per_second,
+        current: pacer.rate(),
+        learned: pacer.learned(),
+    }
 }
 
 /// How a run ended, as recorded.

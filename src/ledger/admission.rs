@@ -2,7 +2,7 @@
 //! runs left over, and how far each queue file was read (saved in the same
 //! transaction as the IDs those bytes held).
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::content::content_due;
 use super::{Admission, Ledger, LedgerError, Leftover, QueueOffset, schema};
@@ -57,18 +57,7 @@ impl Ledger {
                 let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
                 for at in order {
                     let (id, key) = (ids[at], keys[at]);
-                    let known = get
-                        .query_row(params![key, id], |r| {
-                            Ok(Known {
-                                seq: r.get(0)?,
-                                status: r.get(1)?,
-                                last_run: r.get(2)?,
-                                first_404: r.get(3)?,
-                                content: r.get(4)?,
-                            })
-                        })
-                        .optional()?;
-                    out[at] = match known {
+                    out[at] = match Known::find(&mut get, key, id)? {
                         None => {
                             insert.execute(params![key, id, now_micros, run_no])?;
                             Admission::Fetch {
@@ -203,6 +192,20 @@ struct Known {
 }
 
 impl Known {
+    /// The row of `id` (with its key), if the ledger has one.
+    fn find(get: &mut CachedStatement<'_>, key: i64, id: &str) -> rusqlite::Result<Option<Known>> {
+        get.query_row(params![key, id], |r| {
+            Ok(Known {
+                seq: r.get(0)?,
+                status: r.get(1)?,
+                last_run: r.get(2)?,
+                first_404: r.get(3)?,
+                content: r.get(4)?,
+            })
+        })
+        .optional()
+    }
+
     /// What to do with a known ID offered again in run `run_no`.
     fn admission(&self, run_no: i64) -> Admission {
         match (self.status, self.last_run) {

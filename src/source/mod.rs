@@ -6,6 +6,7 @@
 //! pending. [`queue`] tracks how far the daemon's queue files were read;
 //! [`stdin`] feeds the daemon's stdin to the ledger between ticks.
 
+mod item;
 mod line;
 mod queue;
 mod stdin;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+pub use item::{CHUNK, ItemSender, SourceCounts, SourceError, SourceItem};
 pub use line::{LineKind, MAX_ID_BYTES, MAX_LINE_BYTES, parse_line};
 use line::{classify, read_line_capped};
 pub use queue::QueueFiles;
@@ -27,73 +29,6 @@ use crate::config::Input;
 use crate::ledger::{Admission, Ledger, LedgerError, Leftover, QueueOffset};
 use crate::shard::Shard;
 
-/// An item of the ID stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceItem {
-    /// An ID to fetch. `seq` is its number in the ledger. `line` is `None`
-    /// for IDs left pending by earlier runs. `content`: fetch its stored
-    /// content too, once the metadata is in.
-    Id {
-        id: String,
-        seq: i64,
-        line: Option<u64>,
-        /// When an earlier run first got a 404 for it.
-        first_404_micros: Option<i64>,
-        content: bool,
-    },
-    /// An ID whose metadata an earlier run exported but whose content is
-    /// still due: fetch only the content.
-    ContentOnly {
-        id: String,
-        seq: i64,
-        created_at: Option<i64>,
-    },
-    Invalid {
-        /// The input's name (`stdin` or the path).
-        input: String,
-        line: u64,
-        reason: String,
-    },
-}
-
-/// Totals of what the source read and decided.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SourceCounts {
-    pub lines: u64,
-    /// Distinct IDs the input offered.
-    pub ids: u64,
-    pub invalid: u64,
-    /// Repeats within this run's input.
-    pub duplicates: u64,
-    pub already_exported: u64,
-    pub previously_failed: u64,
-    /// Pending IDs from earlier runs that this input did not list.
-    pub resumed: u64,
-    /// IDs that belong to other shards (`--shard`), left to them.
-    pub other_shards: u64,
-    /// IDs handed on to be fetched (new, pending from before, or resumed).
-    pub to_fetch: u64,
-    /// IDs handed on for their content only (metadata exported earlier).
-    pub content_only: u64,
-}
-
-/// Errors that stop reading.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("failed to open `{path}`")]
-    Open { path: String, source: io::Error },
-    #[error("failed to read `{path}` at line {line}")]
-    Read {
-        path: String,
-        line: u64,
-        source: io::Error,
-    },
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error("the queue files are unusable after an earlier failure")]
-    Poisoned,
-}
-
 /// IDs decided by the ledger in one transaction. New IDs land at random
 /// places in the ledger's key index, and every page a transaction touches is
 /// read and logged once, so a larger batch shares pages between more IDs: a
@@ -102,40 +37,6 @@ pub enum SourceError {
 /// Each batched ID holds about 130 bytes until its batch is decided. Pages of
 /// leftovers from earlier runs are read in the same size.
 const ADMIT_BATCH: usize = 16_384;
-
-/// Items per hand-off to the dispatcher.
-pub const CHUNK: usize = 256;
-
-/// Sends items to the dispatcher in chunks: one channel hand-off, and at most
-/// one thread wake-up, per chunk instead of per ID.
-pub struct ItemSender {
-    tx: mpsc::Sender<Vec<SourceItem>>,
-    chunk: Vec<SourceItem>,
-}
-
-impl ItemSender {
-    pub fn new(tx: mpsc::Sender<Vec<SourceItem>>) -> ItemSender {
-        ItemSender {
-            tx,
-            chunk: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    /// False when the dispatcher is gone.
-    fn send(&mut self, item: SourceItem) -> bool {
-        self.chunk.push(item);
-        self.chunk.len() < CHUNK || self.flush()
-    }
-
-    /// Hands over what is gathered; false when the dispatcher is gone.
-    fn flush(&mut self) -> bool {
-        if self.chunk.is_empty() {
-            return true;
-        }
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
-        self.tx.blocking_send(chunk).is_ok()
-    }
-}
 
 /// A ledger query that hands out one page of leftovers: `(run_no, after, limit)`.
 type TakePage = fn(&mut Ledger, i64, i64, usize) -> Result<Vec<Leftover>, LedgerError>;

@@ -105,18 +105,7 @@ impl QueueFiles {
             offset: 0,
             lines: 0,
         };
-        let start = match stored {
-            Some(saved) if saved.inode == inode && len >= saved.offset => saved,
-            Some(saved) if saved.inode == inode => {
-                tracing::warn!(queue = %name, offset = saved.offset, size = len, "queue file is shorter than the saved offset (truncated); reading it from the start");
-                from_start
-            }
-            Some(_) => {
-                tracing::info!(queue = %name, "queue file is a new file (rotated); reading it from the start");
-                from_start
-            }
-            None => from_start,
-        };
+        let start = resume_from(stored, from_start, len, &name);
         let keep = file.try_clone().map_err(open_error)?;
         queue.held = Some(Held { file: keep, inode });
         segments.push(Segment {
@@ -126,6 +115,28 @@ impl QueueFiles {
             name,
         });
         Ok(segments)
+    }
+}
+
+/// Where to read the current file from: the saved offset when it is the
+/// same file and still that long, else from the start.
+fn resume_from(
+    stored: Option<QueueOffset>,
+    from_start: QueueOffset,
+    len: u64,
+    name: &str,
+) -> QueueOffset {
+    match stored {
+        Some(saved) if saved.inode == from_start.inode && len >= saved.offset => saved,
+        Some(saved) if saved.inode == from_start.inode => {
+            tracing::warn!(queue = %name, offset = saved.offset, size = len, "queue file is shorter than the saved offset (truncated); reading it from the start");
+            from_start
+        }
+        Some(_) => {
+            tracing::info!(queue = %name, "queue file is a new file (rotated); reading it from the start");
+            from_start
+        }
+        None => from_start,
     }
 }
 
