@@ -233,3 +233,74 @@ async fn export_without_a_key_or_input_is_a_usage_error() {
         text(&output.stderr)
     );
 }
+
+/// Commands that will call the API need a key; without one they stop before
+/// the state is touched, so the next run has no dead run to report.
+#[tokio::test]
+async fn a_missing_key_stops_before_the_state_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = genledger();
+    cmd.arg("check-config").arg("--output").arg(&out);
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OPENROUTER_API_KEY") && stderr.contains("api.key_file"),
+        "{stderr}"
+    );
+
+    let sim = start_sim(SimConfig::default()).await;
+    let input = write_lines(
+        dir.path(),
+        "ids.txt",
+        &ids(20, Duration::from_secs(3600), "nokey"),
+    );
+    let export = |key: Option<&str>| {
+        let mut cmd = genledger();
+        cmd.args(["export", "--no-progress", "--base-url", &sim.base_url()])
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out);
+        if let Some(key) = key {
+            cmd.env("OPENROUTER_API_KEY", key);
+        }
+        cmd
+    };
+    let output = run(export(None)).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(!out.exists(), "a refused run created its output directory");
+    assert_eq!(sim.stats().requests, 0);
+
+    let output = run(export(Some(KEY))).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("died"), "{stderr}");
+    assert_eq!(parquet_rows(&out).len(), 20);
+}
+
+/// A schedule with no next time (`0 0 0 31 2 *`, February 31st) would leave
+/// the daemon nothing to do; it is refused by `check-config` and at start-up.
+#[tokio::test]
+async fn a_schedule_that_never_fires_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_lines(dir.path(), "ids.txt", &ids(1, Duration::ZERO, "cron"));
+    for command in ["check-config", "daemon"] {
+        let mut cmd = genledger();
+        cmd.arg(command)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(dir.path().join("out"))
+            .env("OPENROUTER_API_KEY", KEY)
+            .env("GENLEDGER_SCHEDULE__CRON", "0 0 0 31 2 *");
+        let output = run(cmd).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("schedule.cron") && stderr.contains("never fires"),
+            "{command}: {stderr}"
+        );
+    }
+}
