@@ -162,6 +162,8 @@ fn columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
     names.collect()
 }
 
+/// Moves the old tables aside, creates the current ones and copies the rows
+/// across, IDs first so the file links can name them by `seq`.
 fn rebuild(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch(
         "ALTER TABLE ids RENAME TO old_ids;
@@ -169,6 +171,13 @@ fn rebuild(c: &Connection) -> rusqlite::Result<()> {
          DROP INDEX IF EXISTS file_rows_file;",
     )?;
     c.execute_batch(SCHEMA)?;
+    copy_ids(c)?;
+    copy_file_rows(c)?;
+    c.execute_batch("DROP TABLE old_ids; DROP TABLE old_file_rows;")
+}
+
+/// Copies `old_ids` into `ids` in the order first seen, keyed.
+fn copy_ids(c: &Connection) -> rusqlite::Result<()> {
     // The columns both layouts have; those the first release lacked stay NULL.
     let current = columns(c, "ids")?;
     let kept: Vec<String> = columns(c, "old_ids")?
@@ -177,23 +186,26 @@ fn rebuild(c: &Connection) -> rusqlite::Result<()> {
         .collect();
     let list: String = kept.iter().map(|name| format!(", {name}")).collect();
     let values: String = (0..kept.len()).map(|i| format!(", ?{}", i + 3)).collect();
-    {
-        let mut read = c.prepare(&format!(
-            "SELECT id{list} FROM old_ids ORDER BY first_seen, id"
-        ))?;
-        let mut insert = c.prepare(&format!(
-            "INSERT INTO ids (key, id{list}) VALUES (?1, ?2{values})"
-        ))?;
-        let mut rows = read.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let mut values = vec![Value::Integer(id_key(&id)), Value::Text(id)];
-            for i in 0..kept.len() {
-                values.push(row.get(i + 1)?);
-            }
-            insert.execute(params_from_iter(values))?;
+    let mut read = c.prepare(&format!(
+        "SELECT id{list} FROM old_ids ORDER BY first_seen, id"
+    ))?;
+    let mut insert = c.prepare(&format!(
+        "INSERT INTO ids (key, id{list}) VALUES (?1, ?2{values})"
+    ))?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let mut values = vec![Value::Integer(id_key(&id)), Value::Text(id)];
+        for i in 0..kept.len() {
+            values.push(row.get(i + 1)?);
         }
+        insert.execute(params_from_iter(values))?;
     }
+    Ok(())
+}
+
+/// Copies `old_file_rows` into `file_rows`, naming each row's ID by `seq`.
+fn copy_file_rows(c: &Connection) -> rusqlite::Result<()> {
     let created_at = if columns(c, "old_file_rows")?
         .iter()
         .any(|n| n == "created_at")
@@ -202,35 +214,33 @@ fn rebuild(c: &Connection) -> rusqlite::Result<()> {
     } else {
         "NULL"
     };
-    {
-        let mut read = c.prepare(&format!(
-            "SELECT file_id, id, {created_at} FROM old_file_rows ORDER BY rowid"
-        ))?;
-        let mut find = c.prepare("SELECT seq FROM ids WHERE key = ?1 AND id = ?2")?;
-        // A link to an ID the ledger never admitted cannot be made by this
-        // program; should one exist, its ID is kept, as pending.
-        let mut admit = c.prepare(
-            "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, 0, 0)",
-        )?;
-        let mut link =
-            c.prepare("INSERT INTO file_rows (file_id, seq, created_at) VALUES (?1, ?2, ?3)")?;
-        let mut rows = read.query([])?;
-        while let Some(row) = rows.next()? {
-            let (file_id, id, created): (i64, String, Option<i64>) =
-                (row.get(0)?, row.get(1)?, row.get(2)?);
-            let key = id_key(&id);
-            let seq = match find
-                .query_row(params![key, id], |r| r.get::<_, i64>(0))
-                .optional()?
-            {
-                Some(seq) => seq,
-                None => {
-                    admit.execute(params![key, id])?;
-                    c.last_insert_rowid()
-                }
-            };
-            link.execute(params![file_id, seq, created])?;
-        }
+    let mut read = c.prepare(&format!(
+        "SELECT file_id, id, {created_at} FROM old_file_rows ORDER BY rowid"
+    ))?;
+    let mut find = c.prepare("SELECT seq FROM ids WHERE key = ?1 AND id = ?2")?;
+    // A link to an ID the ledger never admitted cannot be made by this
+    // program; should one exist, its ID is kept, as pending.
+    let mut admit = c.prepare(
+        "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, 0, 0)",
+    )?;
+    let mut link =
+        c.prepare("INSERT INTO file_rows (file_id, seq, created_at) VALUES (?1, ?2, ?3)")?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let (file_id, id, created): (i64, String, Option<i64>) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let key = id_key(&id);
+        let seq = match find
+            .query_row(params![key, id], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(seq) => seq,
+            None => {
+                admit.execute(params![key, id])?;
+                c.last_insert_rowid()
+            }
+        };
+        link.execute(params![file_id, seq, created])?;
     }
-    c.execute_batch("DROP TABLE old_ids; DROP TABLE old_file_rows;")
+    Ok(())
 }

@@ -32,6 +32,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::curve::Curve;
+use super::delivery::{CERTAIN_SAMPLE, Delivery};
+
 /// The rate restarts at this share of the ceiling after a signal.
 pub const BETA: f64 = 0.95;
 /// The plateau sits this share under the learned ceiling.
@@ -45,20 +48,13 @@ const K_MIN: Duration = Duration::from_secs(2);
 const K_MAX: Duration = Duration::from_secs(120);
 /// Two ceilings within this share of each other confirm each other.
 const CONFIRM_SHARE: f64 = 0.05;
-/// Delivery is measured over at least this many answers, when there are;
-/// a reading on fewer cuts the rate to no less than [`SMALL_SAMPLE_CUT`] of it.
-const CERTAIN_SAMPLE: f64 = 30.0;
+/// A reading on fewer than [`CERTAIN_SAMPLE`] answers cuts the rate to no
+/// less than this share of it.
 const SMALL_SAMPLE_CUT: f64 = 0.5;
 /// Delivery at this share of the rate sent is everything sent.
 const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
 const BLIND_CUT: f64 = 4.0;
-/// Delivery is measured over the most recent [`MEASURE_MIN`], or longer
-/// until [`CERTAIN_SAMPLE`] answers are in, and at most this far back: the
-/// most recent past is what the rate was nearest the limit, and a span a
-/// slow climb mostly spent below it would read the limit low.
-const MEASURE_SPAN: Duration = Duration::from_secs(30);
-const MEASURE_MIN: Duration = Duration::from_secs(2);
 /// A 429 this soon after sending resumed bounds the server's burst.
 const FAST: Duration = Duration::from_millis(50);
 
@@ -70,43 +66,6 @@ pub enum Signal {
     /// The budget `X-RateLimit-Remaining` announced ran out this long before
     /// its reset: sending holds until then, with no request refused.
     BudgetLow(Duration),
-}
-
-/// One climb after a signal: `rate(t) = plateau + k·(t − K)³`, t from
-/// `start`: concave from `from` up to the plateau at `K`, then convex above
-/// it, reaching `plateau · (1 + probe)` at `2K`.
-#[derive(Debug, Clone, Copy)]
-struct Curve {
-    start: Instant,
-    plateau: f64,
-    k_below: f64,
-    k_above: f64,
-    epoch: Duration,
-}
-
-impl Curve {
-    fn new(start: Instant, from: f64, plateau: f64, epoch: Duration, probe: f64) -> Curve {
-        let cube = epoch.as_secs_f64().powi(3);
-        Curve {
-            start,
-            plateau,
-            k_below: (plateau - from).max(0.0) / cube,
-            k_above: plateau * probe / cube,
-            epoch,
-        }
-    }
-
-    fn rate_at(&self, now: Instant) -> f64 {
-        let t = now.saturating_duration_since(self.start).as_secs_f64();
-        let x = t - self.epoch.as_secs_f64();
-        let k = if x < 0.0 { self.k_below } else { self.k_above };
-        self.plateau + k * x.powi(3)
-    }
-
-    /// Past two epochs with no signal, the ceiling it climbs from is stale.
-    fn outgrown(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.start) > self.epoch * 2
-    }
 }
 
 /// What a signal measured, kept so answers still on the wire can add to it.
@@ -371,63 +330,6 @@ impl Controller {
 
     fn bounded(&self, rate: f64) -> f64 {
         rate.clamp(self.max * FLOOR_SHARE, self.max)
-    }
-}
-
-/// Accepted answers per [`SLOT`] over the last [`MEASURE_SPAN`].
-#[derive(Debug, Clone, Default)]
-struct Delivery {
-    slots: std::collections::VecDeque<(Instant, u64)>,
-}
-
-const SLOT: Duration = Duration::from_millis(10);
-
-impl Delivery {
-    fn count(&mut self, now: Instant) {
-        match self.slots.back_mut() {
-            Some((start, n)) if now.saturating_duration_since(*start) < SLOT => *n += 1,
-            _ => self.slots.push_back((now, 1)),
-        }
-        while self
-            .slots
-            .front()
-            .is_some_and(|(start, _)| now.saturating_duration_since(*start) > MEASURE_SPAN + SLOT)
-        {
-            self.slots.pop_front();
-        }
-    }
-
-    /// The answers of the shortest recent span, back to `floor` at most,
-    /// that is [`MEASURE_MIN`] long and holds [`CERTAIN_SAMPLE`] answers:
-    /// (answers, span).
-    fn recent(&self, floor: Instant, now: Instant) -> (u64, Duration) {
-        let mut count = 0;
-        let mut first = None;
-        for &(start, n) in self.slots.iter().rev() {
-            if start < floor {
-                break;
-            }
-            count += n;
-            first = Some(start);
-            let span = now.saturating_duration_since(start);
-            if span >= MEASURE_MIN && count as f64 >= CERTAIN_SAMPLE {
-                return (count, span);
-            }
-        }
-        // Everything since sending resumed, timed from its first answer:
-        // the first request after a pause leaves a period after it ends,
-        // and a span from the pause's end would read the limit low.
-        let from = first.unwrap_or(floor);
-        (count, now.saturating_duration_since(from))
-    }
-
-    /// Answers counted in slots that began at or after `from`.
-    fn since(&self, from: Instant) -> u64 {
-        self.slots
-            .iter()
-            .filter(|(start, _)| *start >= from)
-            .map(|(_, n)| n)
-            .sum()
     }
 }
 

@@ -18,6 +18,8 @@
 //! last cut (an older [`Ticket`] epoch) extend a pause but do not cut again.
 
 mod control;
+mod curve;
+mod delivery;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

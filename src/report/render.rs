@@ -24,17 +24,7 @@ enum TableLine {
 /// Models, then days, then the total, in one set of aligned columns; money
 /// aligned on the decimal point.
 pub fn table(report: &Report) -> String {
-    let mut lines = vec![TableLine::Heading("model")];
-    for (model, sums) in report.by_model() {
-        lines.push(TableLine::Sums(model.to_owned(), sums));
-    }
-    lines.extend([TableLine::Blank, TableLine::Heading("day (UTC)")]);
-    for (day, sums) in report.by_day() {
-        lines.push(TableLine::Sums(day.to_string(), sums));
-    }
-    lines.extend([TableLine::Blank]);
-    lines.push(TableLine::Sums("total".into(), report.total()));
-
+    let lines = table_lines(report);
     let money = MoneyColumn::new(&lines);
     let cells = |sums: &Sums| {
         [
@@ -55,18 +45,7 @@ pub fn table(report: &Report) -> String {
         }
     }
 
-    let total = report.total();
-    let mut out = format!(
-        "{} rows in {} files under `{}`{}\n\n",
-        total.rows,
-        report.files,
-        report.dir.display(),
-        if report.float_files > 0 {
-            "; money from float64 columns, see the warning"
-        } else {
-            "; money exact"
-        }
-    );
+    let mut out = summary(report);
     for line in &lines {
         let (key, values) = match line {
             TableLine::Heading(key) => (key.to_string(), HEADINGS.map(str::to_owned)),
@@ -86,6 +65,36 @@ pub fn table(report: &Report) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The table's lines: models, then days, then the total.
+fn table_lines(report: &Report) -> Vec<TableLine> {
+    let mut lines = vec![TableLine::Heading("model")];
+    for (model, sums) in report.by_model() {
+        lines.push(TableLine::Sums(model.to_owned(), sums));
+    }
+    lines.extend([TableLine::Blank, TableLine::Heading("day (UTC)")]);
+    for (day, sums) in report.by_day() {
+        lines.push(TableLine::Sums(day.to_string(), sums));
+    }
+    lines.extend([TableLine::Blank]);
+    lines.push(TableLine::Sums("total".into(), report.total()));
+    lines
+}
+
+/// The line above the table: what was read, and whether its money is exact.
+fn summary(report: &Report) -> String {
+    format!(
+        "{} rows in {} files under `{}`{}\n\n",
+        report.total().rows,
+        report.files,
+        report.dir.display(),
+        if report.float_files > 0 {
+            "; money from float64 columns, see the warning"
+        } else {
+            "; money exact"
+        }
+    )
 }
 
 /// Widths that line money up on its decimal point.

@@ -47,6 +47,19 @@ pub(crate) fn fill_routing(g: &mut SimGeneration, d: &mut IdDice, model: &Model)
     g.external_user = d
         .percent(20)
         .then(|| text("user-", |t| push_dec(t, d.below(500), 0)));
+    fill_request_ids(g, d);
+    g.preset_id = d.percent(5).then(|| "@preset/summariser".to_owned());
+    g.app_id = d.percent(40).then(|| d.range(1_000, 2_000_000) as i64);
+    g.web_search_engine = d.percent(5).then(|| d.pick(&["exa", "native"]).to_owned());
+    g.service_tier = d.percent(30).then(|| {
+        d.pick(&["default", "standard", "priority", "flex"])
+            .to_owned()
+    });
+    fill_caller(g, d);
+}
+
+/// Session, request and workspace IDs, all drawn from the same two numbers.
+fn fill_request_ids(g: &mut SimGeneration, d: &mut IdDice) {
     let (a, b) = (d.next_u64(), d.next_u64());
     if !g.absent.session_id && d.percent(50) {
         g.session_id = Some(text("sess-", |t| push_hex(t, a >> 16, 12)));
@@ -71,13 +84,11 @@ pub(crate) fn fill_routing(g: &mut SimGeneration, d: &mut IdDice, model: &Model)
             push_hex(t, b & 0xffff_ffff_ffff, 12);
         })
     });
-    g.preset_id = d.percent(5).then(|| "@preset/summariser".to_owned());
-    g.app_id = d.percent(40).then(|| d.range(1_000, 2_000_000) as i64);
-    g.web_search_engine = d.percent(5).then(|| d.pick(&["exa", "native"]).to_owned());
-    g.service_tier = d.percent(30).then(|| {
-        d.pick(&["default", "standard", "priority", "flex"])
-            .to_owned()
-    });
+}
+
+/// The calling app's referer and user agent; some need escaping or are not
+/// ASCII, as a real caller's may.
+fn fill_caller(g: &mut SimGeneration, d: &mut IdDice) {
     g.http_referer = d.percent(50).then(|| {
         (d.pick(&[
             "https://example-app.dev/",

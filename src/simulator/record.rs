@@ -191,21 +191,7 @@ impl SimGeneration {
         o.opt_f64("moderation_latency", self.moderation_latency);
         o.opt_f64("generation_time", self.generation_time);
         o.opt_str("finish_reason", s(&self.finish_reason));
-        o.opt_i64("tokens_prompt", self.tokens_prompt);
-        o.opt_i64("tokens_completion", self.tokens_completion);
-        o.opt_i64("native_tokens_prompt", self.native_tokens_prompt);
-        o.opt_i64("native_tokens_completion", self.native_tokens_completion);
-        o.opt_i64(
-            "native_tokens_completion_images",
-            self.native_tokens_completion_images,
-        );
-        o.opt_i64("native_tokens_reasoning", self.native_tokens_reasoning);
-        o.opt_i64("native_tokens_cached", self.native_tokens_cached);
-        o.opt_i64("num_media_prompt", self.num_media_prompt);
-        o.opt_i64("num_input_audio_prompt", self.num_input_audio_prompt);
-        o.opt_i64("num_media_completion", self.num_media_completion);
-        o.opt_i64("num_search_results", self.num_search_results);
-        o.opt_i64("num_fetches", self.num_fetches);
+        self.write_counts(&mut o);
         o.opt_str("origin", s(&self.origin));
         o.opt_raw("usage", s(&self.usage));
         for (name, raw) in &self.unknown {
@@ -237,6 +223,25 @@ impl SimGeneration {
             );
         }
         o.close();
+    }
+
+    /// The token and media counts, where the API puts them in the object.
+    fn write_counts(&self, o: &mut Obj<'_>) {
+        o.opt_i64("tokens_prompt", self.tokens_prompt);
+        o.opt_i64("tokens_completion", self.tokens_completion);
+        o.opt_i64("native_tokens_prompt", self.native_tokens_prompt);
+        o.opt_i64("native_tokens_completion", self.native_tokens_completion);
+        o.opt_i64(
+            "native_tokens_completion_images",
+            self.native_tokens_completion_images,
+        );
+        o.opt_i64("native_tokens_reasoning", self.native_tokens_reasoning);
+        o.opt_i64("native_tokens_cached", self.native_tokens_cached);
+        o.opt_i64("num_media_prompt", self.num_media_prompt);
+        o.opt_i64("num_input_audio_prompt", self.num_input_audio_prompt);
+        o.opt_i64("num_media_completion", self.num_media_completion);
+        o.opt_i64("num_search_results", self.num_search_results);
+        o.opt_i64("num_fetches", self.num_fetches);
     }
 }
 
