@@ -219,6 +219,29 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(|source| FileError::new("sync directory", dir, source))
 }
 
+impl FinishedFile {
+    /// The size and SHA-256 of a file already in place.
+    pub fn of(path: &Path) -> io::Result<FinishedFile> {
+        let mut file = File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut bytes = 0;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        Ok(FinishedFile {
+            path: path.to_owned(),
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
 /// Whether the file at `path` holds exactly `bytes` bytes whose SHA-256 is
 /// `sha256` (hex): the check that a staged file was renamed into place whole.
 pub fn is_whole(path: &Path, bytes: Option<i64>, sha256: Option<&str>) -> bool {

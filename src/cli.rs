@@ -65,6 +65,16 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Cost and tokens by model and by day from an export directory (and a chart).
     Report(ReportArgs),
+    /// Look after the state ledger.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Recreate a lost or emptied ledger from the output directory's manifests
+    /// and committed files (a ledger already there is kept beside it, renamed).
+    Rebuild(ConfigArgs),
 }
 
 /// Flags that override configuration keys.

@@ -66,7 +66,29 @@ pub fn failures_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
 pub fn manifest_path(out_dir: &Path, run_id: &str, shard: &str) -> PathBuf {
     out_dir
         .join(MANIFESTS)
-        .join(format!("{run_id}-{shard}.json"))
+        .join(format!("{run_id}{}", manifest_suffix(shard)))
+}
+
+/// How the names of shard `shard`'s manifests end: `-<shard>.json`.
+pub fn manifest_suffix(shard: &str) -> String {
+    format!("-{shard}.json")
+}
+
+/// Whether `name` is a data file of shard `shard` (`part-<run>-<shard>-<seq>.<ext>`).
+pub fn is_data_file_of(name: &str, shard: &str) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".parquet")
+        .or_else(|| name.strip_suffix(".csv"))
+    else {
+        return false;
+    };
+    let Some((head, seq)) = stem.rsplit_once('-') else {
+        return false;
+    };
+    name.starts_with("part-")
+        && seq.len() >= 5
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && head.ends_with(&format!("-{shard}"))
 }
 
 /// A path under the output root as the manifest and the ledger write it:
@@ -77,4 +99,25 @@ pub fn relative(out_dir: &Path, path: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_one_shard_are_told_from_anothers() {
+        let name = data_file_name("20261130T101010Z-3fa0", "0", 7, "parquet");
+        assert!(is_data_file_of(&name, "0"));
+        assert!(!is_data_file_of(&name, "1of2"));
+        let sharded = data_file_name("20261130T101010Z-3fa0", "1of2", 7, "csv");
+        assert!(is_data_file_of(&sharded, "1of2") && !is_data_file_of(&sharded, "0"));
+        assert!(!is_data_file_of(".part-x-0-00001.parquet.tmp", "0"));
+        let manifest = manifest_path(Path::new("/o"), "20261130T101010Z-3fa0", "1of2");
+        assert!(
+            manifest
+                .to_string_lossy()
+                .ends_with(&manifest_suffix("1of2"))
+        );
+    }
 }

@@ -41,7 +41,9 @@ pub mod source;
 pub mod ddl;
 pub mod export;
 pub mod report;
-// L5: the edge.
+// L5: the ledger looked after from outside a run.
+pub mod state;
+// L6: the edge.
 pub mod app;
 pub mod cli;
 pub mod logging;

@@ -8,6 +8,7 @@ mod export;
 pub mod metrics;
 mod report;
 mod schema;
+mod state;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Schema(args) => schema::run(file, &args),
         Command::Report(args) => report::run(&args),
         Command::CheckConfig(args) => check_config(file, &args.flags),
+        Command::State(command) => state::run(file, command),
         Command::ShowConfig(args) => {
             let layered = config::load(file, args.flags.clone())?;
             let key_present = std::env::var(config::KEY_ENV).is_ok_and(|k| !k.trim().is_empty())

@@ -129,7 +129,9 @@ impl Manifest {
             files,
             totals: None,
             counts: None,
-            stopped: Some("the run died; this manifest was written by a later run".into()),
+            stopped: Some(
+                "the run ended without its own manifest; this one was written later from the files it committed".into(),
+            ),
             recovered: true,
         }
     }

@@ -17,6 +17,7 @@
 
 mod dispatch;
 mod drain;
+pub mod guard;
 mod live;
 pub mod manifest;
 mod setup;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::guard;
 use super::manifest::Manifest;
 use crate::client::RequestCounters;
 use crate::config::Settings;
@@ -51,6 +52,12 @@ impl Session {
         let lock = StateLock::acquire(&settings.state_path)?;
         let ledger = Ledger::open(&settings.state_path, out_dir)
             .context("cannot use the state ledger; nothing was fetched or written")?;
+        guard::check_ledger_knows_output(
+            &ledger,
+            &settings.state_path,
+            out_dir,
+            &settings.shard.label(),
+        )?;
         let pacer = Pacer::new(
             settings.fetch.requests_per_second,
             settings.fetch.burst,

@@ -28,18 +28,25 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(|source| LedgerError::io("open lock file", &path, source))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(LedgerError::Locked {
-                    path,
-                    pid: holder.trim().parse().ok(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(LedgerError::io("lock", &path, source));
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let pid = holder(&mut file);
+                    // Our own PID: this process let the lock go a moment ago,
+                    // but a child being spawned by another thread still holds
+                    // a copy of the descriptor until its `exec` closes it.
+                    if pid == Some(std::process::id()) && tries < OWN_RELEASE_TRIES {
+                        tries += 1;
+                        std::thread::sleep(OWN_RELEASE_WAIT);
+                        continue;
+                    }
+                    return Err(LedgerError::Locked { path, pid });
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(LedgerError::io("lock", &path, source));
+                }
             }
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
@@ -51,6 +58,19 @@ impl StateLock {
         write_pid(&mut file).map_err(|source| LedgerError::io("write", &path, source))?;
         Ok(StateLock { _file: file, path })
     }
+}
+
+/// How long to wait for a lock this process itself released (see
+/// [`StateLock::acquire`]): 50 × 20 ms.
+const OWN_RELEASE_TRIES: u32 = 50;
+const OWN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The PID the lock file names.
+fn holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 fn lock_path(ledger_path: &Path) -> PathBuf {

@@ -7,8 +7,10 @@ mod admission;
 mod checkpoint;
 mod commit;
 mod content;
+mod identity;
 mod lock;
 mod reconcile;
+mod restore;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -18,8 +20,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use checkpoint::Checkpointer;
 pub use commit::FileFacts;
+use identity::Identity;
 pub use lock::StateLock;
-pub use reconcile::{DeadRun, Reconciled};
+pub use reconcile::{CommittedFile, DeadRun, Reconciled};
+pub use restore::{RestoredFile, RestoredRun, Side};
 
 use crate::atomic_file::FileError;
 use crate::layout;
@@ -43,6 +47,10 @@ pub enum LedgerError {
     },
     #[error(transparent)]
     File(#[from] FileError),
+    #[error("`{}` is not a genledger ledger (it holds the tables {}); set `state.path` to a file of its own", path.display(), tables.join(", "))]
+    Foreign { path: PathBuf, tables: Vec<String> },
+    #[error("the ledger `{}` was written by a newer genledger (layout {version}); upgrade genledger to use it", path.display())]
+    Newer { path: PathBuf, version: i32 },
 }
 
 impl LedgerError {
@@ -141,13 +149,35 @@ impl Ledger {
             path: path.to_owned(),
             out_dir: out_dir.to_owned(),
         };
-        ledger.sql(|c| {
+        let identity = ledger.sql(|c| {
             c.busy_timeout(Duration::from_secs(30))?;
+            identity::identify(c)
+        })?;
+        match identity {
+            Identity::Foreign(tables) => {
+                return Err(LedgerError::Foreign {
+                    path: path.to_owned(),
+                    tables,
+                });
+            }
+            Identity::Newer(version) => {
+                return Err(LedgerError::Newer {
+                    path: path.to_owned(),
+                    version,
+                });
+            }
+            Identity::Ours | Identity::Unmarked => {}
+        }
+        ledger.sql(|c| {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
             schema::upgrade(c)?;
             c.execute_batch(schema::SCHEMA)?;
-            schema::add_columns(c)
+            schema::add_columns(c)?;
+            if identity == Identity::Unmarked {
+                identity::mark(c)?;
+            }
+            Ok(())
         })?;
         Ok(ledger)
     }

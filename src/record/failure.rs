@@ -54,6 +54,44 @@ impl Reason {
         }
     }
 
+    /// The reason written as `text` in a failures file.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Every reason, for [`Reason::parse`].
+    const ALL: [Reason; 15] = [
+        Reason::InvalidId,
+        Reason::NotFound,
+        Reason::HttpError,
+        Reason::InvalidMoney,
+        Reason::InvalidResponse,
+        Reason::RetriesExhausted,
+        Reason::Stopped,
+        Reason::NotYetFound,
+        Reason::ContentForbidden,
+        Reason::ContentNotFound,
+        Reason::ContentHttpError,
+        Reason::ContentInvalidResponse,
+        Reason::ContentRetriesExhausted,
+        Reason::ContentStopped,
+        Reason::ContentNotYetFound,
+    ];
+
+    /// Whether an ID with this reason is left pending (a later run tries
+    /// again) rather than failed for good.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            Reason::RetriesExhausted
+                | Reason::Stopped
+                | Reason::NotYetFound
+                | Reason::ContentRetriesExhausted
+                | Reason::ContentStopped
+                | Reason::ContentNotYetFound
+        )
+    }
+
     /// Whether the reason is about an ID's stored content, not its metadata.
     pub fn is_content(self) -> bool {
         matches!(

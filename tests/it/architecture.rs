@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// The components by layer, lowest first. A component imports any lower layer, its
 /// own layer only through `SAME_LAYER`, and never a higher one.
-const LAYERS: [&[&str]; 6] = [
+const LAYERS: [&[&str]; 7] = [
     &[
         "money",
         "shard",
@@ -26,6 +26,7 @@ const LAYERS: [&[&str]; 6] = [
     &["config"],
     &["client", "ledger", "sink", "source"],
     &["export", "ddl", "report"],
+    &["state"],
     &["cli", "logging", "app"],
 ];
 

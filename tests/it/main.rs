@@ -12,4 +12,5 @@ mod faults;
 mod limits;
 mod report;
 mod roundtrip;
+mod state;
 mod support;
