@@ -463,3 +463,37 @@ async fn paths_of_the_wrong_kind_are_named_for_what_they_are() {
     assert!(stderr.contains("is a directory, not a file"), "{stderr}");
     assert!(!out.exists(), "a refused run created its output directory");
 }
+
+/// stderr captured to a file, a pipe or the journal gets plain text: escape
+/// codes there are noise (`^[[2m2026-…^[[0m ^[[32m INFO^[[0m`).
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_lines(
+        dir.path(),
+        "ids.txt",
+        &ids(3, Duration::from_secs(3600), "ansi"),
+    );
+    let mut cmd = genledger();
+    cmd.args([
+        "-v",
+        "export",
+        "--no-progress",
+        "--base-url",
+        &sim.base_url(),
+    ])
+    .arg("--input")
+    .arg(&input)
+    .arg("--output")
+    .arg(dir.path().join("out"))
+    .env("OPENROUTER_API_KEY", KEY);
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("INFO") && stderr.contains("export started"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
+}
