@@ -152,12 +152,12 @@ async fn run_tick(
     let result = tokio::select! {
         result = &mut tick => result,
         _ = shutdown.stopped() => {
-            tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: finishing the running tick");
+            tracing::info!(timeout = %humantime::format_duration(settings.shutdown_timeout), "shutting down: finishing the running tick");
             stop.trigger(StopReason::Interrupted);
             match tokio::time::timeout(settings.shutdown_timeout, &mut tick).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::error!(timeout = ?settings.shutdown_timeout, "the tick did not finish within shutdown_timeout; exiting now (committed files are whole, unfinished IDs stay pending)");
+                    tracing::error!(timeout = %humantime::format_duration(settings.shutdown_timeout), "the tick did not finish within shutdown_timeout; exiting now (committed files are whole, unfinished IDs stay pending)");
                     return false;
                 }
             }
