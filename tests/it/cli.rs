@@ -497,3 +497,38 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     );
     assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
 }
+
+/// `--help` says where the key comes from and what each exit code means, and
+/// keeps the flags every command takes apart from the command's own.
+#[tokio::test]
+async fn help_names_the_key_the_exit_codes_and_groups_global_flags() {
+    for args in [
+        &["--help"][..],
+        &["export", "--help"],
+        &["daemon", "--help"],
+    ] {
+        let mut cmd = genledger();
+        cmd.args(args);
+        let output = run(cmd).await;
+        let help = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        for wanted in ["OPENROUTER_API_KEY", "api.key_file", "Exit codes:"] {
+            assert!(help.contains(wanted), "{args:?}: no {wanted:?} in {help}");
+        }
+        for code in [0, 1, 2, 3, 4, 5, 130] {
+            assert!(
+                help.contains(&format!("\n  {code:<4} ")),
+                "{args:?}: exit code {code}"
+            );
+        }
+        let global = help.find("Global options:").expect("a global heading");
+        assert!(help.find("--config").unwrap() > global, "{help}");
+        assert!(help.find("--log-format").unwrap() > global, "{help}");
+    }
+    let mut cmd = genledger();
+    cmd.args(["export", "--help"]);
+    let help = text(&run(cmd).await.stdout);
+    let global = help.find("Global options:").unwrap();
+    assert!(help.find("--input").unwrap() < global, "{help}");
+    assert!(help.find("--retry-failed").unwrap() < global, "{help}");
+}
