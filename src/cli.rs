@@ -16,24 +16,50 @@ use crate::schema::MoneyMode;
 use crate::shard::Shard;
 use crate::simulator::SimConfig;
 
+/// Where the key comes from and what each exit code means, under `--help` of
+/// the program and of the commands that call the API. The codes are those of
+/// `exit::ExitStatus`; a test checks that every one is listed.
+const AFTER_HELP: &str = "\
+API key:
+  OPENROUTER_API_KEY, or the file named by `api.key_file` in the configuration
+  (a mounted secret); the variable wins when both are set. It is never printed.
+
+Configuration:
+  built-in defaults < TOML file (--config or GENLEDGER_CONFIG)
+  < GENLEDGER_<SECTION>__<KEY> variables < flags; `show-config` prints the result.
+
+Exit codes:
+  0    every ID was exported
+  1    the run finished, but some IDs failed or are still pending (see the failures file)
+  2    usage, configuration, input, output or state error; committed files stay committed
+  3    the API refused the key (401) or the credits (402); the rest is pending
+  4    another genledger process holds the state (its PID is in the message)
+  5    a network fault retrying cannot heal (untrusted certificate, proxy, unknown
+       host name); nothing more was sent, the rest is pending
+  130  interrupted (SIGINT/SIGTERM); files written so far are complete";
+
+/// The heading of the flags every command takes, apart from the command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "genledger",
     version,
-    about = "Exports OpenRouter generation costs and usage to Parquet or CSV"
+    about = "Exports OpenRouter generation costs and usage to Parquet or CSV",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Configuration file (TOML); default from GENLEDGER_CONFIG.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -48,8 +74,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Export the IDs of the inputs once, print a summary, exit with a status code.
+    #[command(after_help = AFTER_HELP)]
     Export(ExportArgs),
     /// Run `schedule.cron`: each tick exports what is new in the queue files (and stdin).
+    #[command(after_help = AFTER_HELP)]
     Daemon(DaemonArgs),
     /// Run the embedded OpenRouter simulator as a server.
     Simulate(Box<SimulateArgs>),
@@ -58,6 +86,7 @@ pub enum Command {
     /// Measure throughput, rate-limit behaviour and memory against the simulator.
     Bench(BenchArgs),
     /// Validate the layered configuration.
+    #[command(after_help = AFTER_HELP)]
     CheckConfig(ConfigArgs),
     /// Print the resolved configuration, secrets masked.
     ShowConfig(ConfigArgs),
@@ -249,4 +278,25 @@ pub struct ReportArgs {
     /// Also write a chart of daily cost by model to this SVG file.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::ExitStatus;
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        use ExitStatus::*;
+        let statuses = [Success, Partial, Error, Refused, Locked, Interrupted];
+        for status in statuses {
+            // Exhaustive on purpose: a new status stops compiling here until
+            // it is added to the list above (and to AFTER_HELP).
+            match status {
+                Success | Partial | Error | Refused | Locked | Interrupted => {}
+            }
+            let line = format!("\n  {:<4} ", status.code());
+            assert!(AFTER_HELP.contains(&line), "{status:?} missing from --help");
+        }
+    }
 }

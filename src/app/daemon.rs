@@ -13,12 +13,13 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::metrics::{self, DaemonMetrics};
+use super::endpoint;
+use super::health::HealthRule;
+use super::metrics::DaemonMetrics;
 use crate::config::{Input, Schedule, Settings};
 use crate::exit::ExitStatus;
 use crate::export::{self, Carried, Follow, QueueFiles, RunOptions, Session};
 use crate::ledger::Ledger;
-use crate::progress::Silent;
 use crate::source;
 use crate::stop::{Stop, StopReason};
 
@@ -31,12 +32,13 @@ pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<Exit
     // Every tick shares one session: the lock, the counters, and one pacer
     // that starts where the last run left off.
     let session = Session::open(&settings)?;
-    let metrics = Arc::new(DaemonMetrics::new(
-        session.requests().clone(),
-        session.pacer().clone(),
-    ));
+    let health = HealthRule::for_settings(schedule.clone(), &settings);
+    let metrics = Arc::new(
+        DaemonMetrics::new(session.requests().clone(), session.pacer().clone())
+            .with_health(health, chrono::Utc::now()),
+    );
     if let Some(addr) = settings.metrics_listen {
-        let bound = metrics::serve(addr, metrics.clone())
+        let bound = endpoint::serve(addr, metrics.clone())
             .await
             .with_context(|| format!("failed to listen on `metrics.listen` {addr}"))?;
         tracing::info!(%bound, "serving /metrics and /healthz");
@@ -143,21 +145,22 @@ async fn run_tick(
     settings: &Settings,
     options: RunOptions,
     shutdown: &Arc<Stop>,
-    metrics: &DaemonMetrics,
+    metrics: &Arc<DaemonMetrics>,
 ) -> bool {
     let started = Instant::now();
     let stop = Arc::new(Stop::default());
-    let tick = export::run_in(session, settings, &options, stop.clone(), Arc::new(Silent));
+    // The metrics are the tick's progress reporter, so they move while it runs.
+    let tick = export::run_in(session, settings, &options, stop.clone(), metrics.clone());
     tokio::pin!(tick);
     let result = tokio::select! {
         result = &mut tick => result,
         _ = shutdown.stopped() => {
-            tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: finishing the running tick");
+            tracing::info!(timeout = %humantime::format_duration(settings.shutdown_timeout), "shutting down: finishing the running tick");
             stop.trigger(StopReason::Interrupted);
             match tokio::time::timeout(settings.shutdown_timeout, &mut tick).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::error!(timeout = ?settings.shutdown_timeout, "the tick did not finish within shutdown_timeout; exiting now (committed files are whole, unfinished IDs stay pending)");
+                    tracing::error!(timeout = %humantime::format_duration(settings.shutdown_timeout), "the tick did not finish within shutdown_timeout; exiting now (committed files are whole, unfinished IDs stay pending)");
                     return false;
                 }
             }

@@ -1,27 +1,23 @@
-//! The daemon's `/metrics` (Prometheus text, encoded by `prometheus-client`)
-//! and `/healthz`, served on `metrics.listen`.
+//! What the daemon's `/metrics` (Prometheus text, encoded by
+//! `prometheus-client`) and `/healthz` report. The request counters and the
+//! running tick's counts are live: they move during a long tick, fed by the
+//! run's progress reports; the `_total` ID counters grow as each tick ends.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
+use super::health::{HealthRule, Verdict};
 use crate::client::RequestCounters;
 use crate::export::summary::Counts;
 use crate::limiter::Pacer;
+use crate::progress::{Progress, Snapshot};
 
 /// What the daemon has done since it started, and how the last tick went.
 pub struct DaemonMetrics {
@@ -42,6 +38,13 @@ pub struct DaemonMetrics {
     ledger: Mutex<(u64, u64, u64)>,
     /// False while the last tick ended in an error.
     healthy: AtomicBool,
+    /// The running tick's counts so far (the last tick's, between ticks).
+    tick: Mutex<Snapshot>,
+    /// Unix milliseconds of the last sign of life: the start, a tick's end,
+    /// or a running tick that finished an ID or got an answer.
+    last_activity_ms: AtomicI64,
+    /// When quiet counts as stalled; without one only a failed tick is unhealthy.
+    health: Option<HealthRule>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +73,49 @@ impl DaemonMetrics {
             last_tick_secs: AtomicU64::new(0),
             ledger: Mutex::new((0, 0, 0)),
             healthy: AtomicBool::new(true),
+            tick: Mutex::new(Snapshot::default()),
+            last_activity_ms: AtomicI64::new(Utc::now().timestamp_millis()),
+            health: None,
+        }
+    }
+
+    /// Judges quiet by `rule`, counting from `started`.
+    pub fn with_health(mut self, rule: HealthRule, started: DateTime<Utc>) -> DaemonMetrics {
+        self.health = Some(rule);
+        self.mark_activity(started);
+        self
+    }
+
+    fn mark_activity(&self, at: DateTime<Utc>) {
+        self.last_activity_ms
+            .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// The last sign of life.
+    pub fn last_activity(&self) -> DateTime<Utc> {
+        let ms = self.last_activity_ms.load(Ordering::Relaxed);
+        DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
+
+    /// What `/healthz` says at `now`.
+    pub fn verdict(&self, now: DateTime<Utc>) -> Verdict {
+        let failed = !self.healthy.load(Ordering::Relaxed);
+        match &self.health {
+            Some(rule) => rule.verdict(failed, self.last_activity(), now),
+            None if failed => Verdict::LastTickFailed,
+            None => Verdict::Healthy,
+        }
+    }
+
+    /// A running tick's progress: its counts so far; a count that moved
+    /// (an ID finished, an answer came) is a sign of life.
+    pub fn tick_progress(&self, snapshot: &Snapshot, now: DateTime<Utc>) {
+        let mut tick = self.tick.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = (snapshot.done, snapshot.requests) != (tick.done, tick.requests);
+        *tick = *snapshot;
+        drop(tick);
+        if moved {
+            self.mark_activity(now);
         }
     }
 
@@ -92,20 +138,18 @@ impl DaemonMetrics {
             *self.ledger.lock().unwrap_or_else(|e| e.into_inner()) = counts;
         }
         self.healthy.store(true, Ordering::Relaxed);
+        self.mark_activity(Utc::now());
     }
 
     pub fn tick_failed(&self, secs: f64) {
         self.ticks_failed.fetch_add(1, Ordering::Relaxed);
         self.last_tick_secs.store(secs.to_bits(), Ordering::Relaxed);
         self.healthy.store(false, Ordering::Relaxed);
+        self.mark_activity(Utc::now());
     }
 
     pub fn tick_skipped(&self) {
         self.ticks_skipped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
     }
 
     /// The metrics in the Prometheus text format.
@@ -113,6 +157,7 @@ impl DaemonMetrics {
         let mut registry = Registry::with_prefix("genledger");
         self.register_requests(&mut registry);
         self.register_ids(&mut registry);
+        self.register_tick(&mut registry);
         self.register_ticks(&mut registry);
         self.register_rates(&mut registry);
         let mut text = String::new();
@@ -182,6 +227,38 @@ impl DaemonMetrics {
         );
     }
 
+    /// The running tick's counts, live (the last tick's between ticks).
+    fn register_tick(&self, registry: &mut Registry) {
+        let tick = *self.tick.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = Family::<OutcomeLabel, Gauge>::default();
+        for (outcome, n) in [
+            ("exported", tick.exported),
+            ("failed", tick.failed),
+            ("pending", tick.pending),
+        ] {
+            ids.get_or_create(&OutcomeLabel { outcome }).set(n as i64);
+        }
+        registry.register(
+            "tick_ids",
+            "IDs the running tick has finished so far, by outcome (the last tick's between ticks)",
+            ids,
+        );
+        let contents = Family::<OutcomeLabel, Gauge>::default();
+        for (outcome, n) in [
+            ("exported", tick.content_exported),
+            ("failed", tick.content_failed),
+        ] {
+            contents
+                .get_or_create(&OutcomeLabel { outcome })
+                .set(n as i64);
+        }
+        registry.register(
+            "tick_contents",
+            "Contents the running tick has finished so far, by outcome (the last tick's between ticks)",
+            contents,
+        );
+    }
+
     /// Ticks by outcome, the last success and the last tick's duration.
     fn register_ticks(&self, registry: &mut Registry) {
         let ticks = Family::<OutcomeLabel, Counter>::default();
@@ -225,6 +302,15 @@ impl DaemonMetrics {
     }
 }
 
+/// The daemon hands its metrics to each tick as the run's progress reporter.
+impl Progress for DaemonMetrics {
+    fn update(&self, snapshot: &Snapshot) {
+        self.tick_progress(snapshot, Utc::now());
+    }
+
+    fn finish(&self) {}
+}
+
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
@@ -239,57 +325,6 @@ fn float(v: f64) -> Gauge<f64, AtomicU64> {
     let g = Gauge::<f64, AtomicU64>::default();
     g.set(v);
     g
-}
-
-/// Binds `addr` and serves `/metrics` and `/healthz` until the process ends.
-/// Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, metrics: Arc<DaemonMetrics>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| answer(metrics.clone(), req));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(bound)
-}
-
-async fn answer(
-    metrics: Arc<DaemonMetrics>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        "/healthz" if metrics.is_healthy() => (StatusCode::OK, "text/plain", "ok\n".into()),
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the last tick failed; see the logs\n".into(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = content_type.parse() {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    Ok(response)
 }
 
 #[cfg(test)]
@@ -342,5 +377,78 @@ mod tests {
         let text = DaemonMetrics::new(Arc::default(), fresh).render();
         assert!(!text.contains("genledger_learned_rate_per_second"));
         assert_eq!(value(&text, "genledger_rate_per_second"), 10.0);
+    }
+
+    #[test]
+    fn a_running_tick_shows_its_counts_before_it_ends() {
+        let pacer = Arc::new(Pacer::new(10.0, NonZeroU32::MIN, None));
+        let metrics = DaemonMetrics::new(Arc::default(), pacer);
+        let midway = Snapshot {
+            done: 7,
+            exported: 5,
+            failed: 1,
+            pending: 1,
+            requests: 9,
+            ..Snapshot::default()
+        };
+        metrics.update(&midway);
+        let text = metrics.render();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text");
+        let tick = |outcome: &str| {
+            let sample = scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == "genledger_tick_ids" && s.labels.get("outcome") == Some(outcome)
+                })
+                .unwrap_or_else(|| panic!("no tick_ids{{outcome={outcome}}} in {text}"));
+            match sample.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            (tick("exported"), tick("failed"), tick("pending")),
+            (5.0, 1.0, 1.0)
+        );
+        assert_eq!(
+            value(&text, "genledger_ids_exported_total"),
+            0.0,
+            "the counter grows when the tick's files are committed"
+        );
+    }
+
+    #[test]
+    fn a_moving_tick_stays_healthy_and_a_quiet_one_stalls() {
+        let schedule = crate::config::Schedule::parse("0 */5 * * * *").unwrap();
+        let rule = HealthRule::new(schedule, std::time::Duration::from_secs(30));
+        let start = DateTime::parse_from_rfc3339("2030-01-01T12:01:00Z")
+            .unwrap()
+            .to_utc();
+        let pacer = Arc::new(Pacer::new(10.0, NonZeroU32::MIN, None));
+        let metrics = DaemonMetrics::new(Arc::default(), pacer).with_health(rule, start);
+        let minutes = |m: i64| start + chrono::Duration::minutes(m);
+        assert_eq!(metrics.verdict(minutes(13)), Verdict::Healthy);
+        assert_eq!(
+            metrics.verdict(minutes(15)),
+            Verdict::Stalled { since: start },
+            "no tick ended and none moved through 12:05, 12:10 and 12:15"
+        );
+        // A long tick that keeps getting answers is alive.
+        let mut snapshot = Snapshot::default();
+        for m in [4, 9, 14] {
+            snapshot.requests += 100;
+            metrics.tick_progress(&snapshot, minutes(m));
+        }
+        assert_eq!(metrics.verdict(minutes(20)), Verdict::Healthy);
+        // The same counts again are no sign of life.
+        metrics.tick_progress(&snapshot, minutes(20));
+        assert_eq!(
+            metrics.verdict(minutes(31)),
+            Verdict::Stalled { since: minutes(14) }
+        );
+        metrics.tick_failed(1.0);
+        assert_eq!(metrics.verdict(Utc::now()), Verdict::LastTickFailed);
     }
 }

@@ -4,7 +4,9 @@
 mod bench;
 mod daemon;
 mod demo;
+mod endpoint;
 mod export;
+pub mod health;
 pub mod metrics;
 mod report;
 mod schema;

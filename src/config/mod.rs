@@ -2,15 +2,18 @@
 //! environment < command-line flags, merged by figment and then resolved into
 //! [`Settings`], the only configuration type the rest of the crate sees.
 
+mod error;
 mod input;
+mod paths;
 mod raw;
 mod settings;
 
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use figment::{Figment, Provider, Source};
+use figment::{Figment, Provider};
 
+pub use error::{ConfigError, env_var};
 pub use input::Input;
 pub use raw::{Compression, Format, RawConfig};
 pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Schedule, Settings};
@@ -19,27 +22,6 @@ pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Schedule,
 pub const CONFIG_ENV: &str = "GENLEDGER_CONFIG";
 /// Environment variable holding the OpenRouter API key.
 pub const KEY_ENV: &str = "OPENROUTER_API_KEY";
-
-/// What is wrong with the configuration; every variant names the key or file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config file `{0}` does not exist")]
-    MissingFile(PathBuf),
-    #[error("invalid configuration: {0}")]
-    Figment(Box<figment::Error>),
-    #[error("invalid `{key}` (from {origin}): {message}")]
-    Invalid {
-        key: &'static str,
-        origin: String,
-        message: String,
-    },
-    #[error("failed to read the API key file `{path}` (from {origin})")]
-    KeyFile {
-        path: PathBuf,
-        origin: String,
-        source: std::io::Error,
-    },
-}
 
 /// The merged, not yet validated configuration, with where each value came from.
 pub struct Layered {
@@ -55,42 +37,58 @@ pub fn load(file: Option<&Path>, flags: impl Provider) -> Result<Layered, Config
         .map(PathBuf::from);
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
-        if !path.is_file() {
-            return Err(ConfigError::MissingFile(path));
-        }
+        check_file(&path)?;
         figment = figment.merge(Toml::file_exact(path));
     }
     let env = Env::prefixed("GENLEDGER_").split("__").ignore(&["config"]);
     figment = figment.merge(env).merge(flags);
-    let raw = figment
-        .extract()
-        .map_err(|e| ConfigError::Figment(Box::new(e)))?;
+    let raw = figment.extract().map_err(error::explain)?;
     Ok(Layered { figment, raw })
+}
+
+/// A config file must be a readable regular file: `/dev/null` or a directory
+/// is named for what it is, not reported missing.
+fn check_file(path: &Path) -> Result<(), ConfigError> {
+    let unreadable = |source| ConfigError::UnreadableFile {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::MissingFile(path.to_owned()));
+        }
+        Err(e) => return Err(unreadable(e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(ConfigError::NotAFile {
+                path: path.to_owned(),
+                kind: paths::kind_of(path).map_or_else(|| "not a file".into(), |k| k.to_string()),
+            });
+        }
+        Ok(_) => {}
+    }
+    std::fs::File::open(path).map(drop).map_err(unreadable)
 }
 
 impl Layered {
     /// Where `key` (dotted) got its value: a file path, a variable name, flags or defaults.
     pub fn origin(&self, key: &str) -> String {
-        let Some(meta) = self.figment.find_metadata(key) else {
-            return "built-in defaults".into();
-        };
-        match &meta.source {
-            Some(Source::File(path)) => format!("`{}`", path.display()),
-            _ if meta.name.contains("environment") => {
-                // figment's own interpolation prints the dotted key, not the variable.
-                let name = key.split('.').collect::<Vec<_>>().join("__").to_uppercase();
-                format!("environment variable `GENLEDGER_{name}`")
-            }
-            _ if meta.name.contains("Serialized") => "built-in defaults".into(),
-            _ => meta.name.to_string(),
-        }
+        error::origin_of(self.figment.find_metadata(key), key)
     }
 
     /// Validates into [`Settings`], reading the API key from `OPENROUTER_API_KEY`
     /// or `api.key_file`.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let key = self.read_key()?;
-        Settings::resolve(&self.raw, key, |key| self.origin(key))
+        let settings = Settings::resolve(&self.raw, key, |key| self.origin(key))?;
+        settings.check_paths_from(|key| {
+            Some(match key {
+                "state.path" if self.raw.state.path.is_none() => {
+                    "the default under `output.dir`".into()
+                }
+                _ => self.origin(key),
+            })
+        })?;
+        Ok(settings)
     }
 
     fn read_key(&self) -> Result<Option<ApiKey>, ConfigError> {
@@ -108,7 +106,7 @@ impl Layered {
         let key = text.trim();
         if key.is_empty() {
             return Err(ConfigError::Invalid {
-                key: "api.key_file",
+                key: "api.key_file".into(),
                 origin: self.origin("api.key_file"),
                 message: format!("`{}` is empty", path.display()),
             });

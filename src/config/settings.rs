@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::raw::RawFetch;
-use super::{Compression, ConfigError, Format, Input, RawConfig};
+use super::{Compression, ConfigError, Format, Input, RawConfig, paths};
 use crate::layout;
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
@@ -99,7 +99,7 @@ impl Settings {
         origin: impl Fn(&str) -> String,
     ) -> Result<Settings, ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            key,
+            key: key.into(),
             origin: origin(key),
             message,
         };
@@ -141,6 +141,43 @@ impl Settings {
             shutdown_timeout: raw.shutdown_timeout,
             shard: Shard::default(),
         })
+    }
+
+    /// Checks, before anything is created, that `output.dir` is a directory
+    /// or can be created as one and that `state.path` is a file or can be
+    /// created as one. Resolving the layered configuration runs it (so
+    /// `check-config`, `export` and `daemon` refuse early, naming where the
+    /// path came from); a run calls it again just before it creates anything.
+    pub fn check_paths(&self) -> Result<(), ConfigError> {
+        self.check_paths_from(|_| None)
+    }
+
+    /// [`Settings::check_paths`], naming each path's origin when known.
+    pub(super) fn check_paths_from(
+        &self,
+        origin: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let checks = [
+            (
+                "output.dir",
+                &self.output.dir,
+                paths::dir_problem(&self.output.dir),
+            ),
+            (
+                "state.path",
+                &self.state_path,
+                paths::file_problem(&self.state_path),
+            ),
+        ];
+        match checks.into_iter().find(|(_, _, problem)| problem.is_some()) {
+            Some((key, path, Some(problem))) => Err(ConfigError::Path {
+                key,
+                path: path.clone(),
+                origin: origin(key),
+                problem,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Narrows the settings to one shard: its share of the request rate, and

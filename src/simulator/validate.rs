@@ -18,13 +18,17 @@ pub enum SimConfigError {
     Zero(&'static str),
     #[error("`{0}` must be longer than zero")]
     ZeroDuration(&'static str),
-    #[error("`long_generation_max` must be at least 1s (durations are whole seconds), got {0:?}")]
+    #[error("`long_generation_max` must be at least 1s (durations are whole seconds), got {}", humantime::format_duration(*.0))]
     LongGenerationMax(Duration),
     #[error("`{0}` has no effect without `rate_limit`")]
     NeedsRateLimit(&'static str),
     #[error("`rate_recover_after` needs `rate_halve_after`")]
     RecoverWithoutHalve,
-    #[error("`rate_recover_after` ({recover:?}) must come after `rate_halve_after` ({halve:?})")]
+    #[error(
+        "`rate_recover_after` ({}) must come after `rate_halve_after` ({})",
+        humantime::format_duration(*recover),
+        humantime::format_duration(*halve)
+    )]
     RecoverBeforeHalve { halve: Duration, recover: Duration },
     #[error("a sliding window of {0} requests is too large (at most 1000000)")]
     SlidingLogTooLarge(f64),

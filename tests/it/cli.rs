@@ -304,3 +304,231 @@ async fn a_schedule_that_never_fires_is_refused() {
         );
     }
 }
+
+/// figment's own messages said `expected usize for key "FETCH.CONCURRENCY"`;
+/// each error names the variable or file the user wrote, the dotted key and
+/// the kind of value in words, and an unknown key suggests the one meant.
+#[tokio::test]
+async fn config_errors_name_the_variable_or_file_and_the_kind_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |env: Option<(&str, &str)>, file: Option<&Path>| {
+        let mut cmd = genledger();
+        cmd.arg("check-config");
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        if let Some(file) = file {
+            cmd.arg("--config").arg(file);
+        }
+        cmd
+    };
+    // (variable, config file, what the message must say)
+    type Case<'a> = (Option<(&'a str, &'a str)>, Option<&'a str>, &'a [&'a str]);
+    let cases: [Case; 5] = [
+        (
+            Some(("GENLEDGER_FETCH__CONCURRENCY", "abc")),
+            None,
+            &[
+                "invalid `fetch.concurrency` (from environment variable `GENLEDGER_FETCH__CONCURRENCY`)",
+                "expected a whole number, found \"abc\"",
+            ],
+        ),
+        (
+            Some(("GENLEDGER_FETCH__CONCURENCY", "3")),
+            None,
+            &[
+                "unknown key `fetch.concurency`",
+                "did you mean `GENLEDGER_FETCH__CONCURRENCY`?",
+            ],
+        ),
+        (
+            Some(("GENLEDGER_FETCH_CONCURRENCY", "3")),
+            None,
+            &["did you mean `GENLEDGER_FETCH__CONCURRENCY`?"],
+        ),
+        (
+            None,
+            Some("[fetch]\nconcurency = 3\n"),
+            &[
+                "unknown key `fetch.concurency` (from `",
+                "did you mean `fetch.concurrency`?",
+            ],
+        ),
+        (
+            None,
+            Some("[fetch]\ntimeout = \"3 parsecs\"\n"),
+            &[
+                "invalid `fetch.timeout` (from `",
+                "expected a duration such as \"30s\"",
+            ],
+        ),
+    ];
+    for (i, (env, toml, wanted)) in cases.into_iter().enumerate() {
+        let file = toml.map(|body| {
+            let path = dir.path().join(format!("case{i}.toml"));
+            std::fs::write(&path, body).unwrap();
+            path
+        });
+        let output = run(check(env, file.as_deref())).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        for part in wanted {
+            assert!(stderr.contains(part), "case {i}: want {part:?} in {stderr}");
+        }
+        if file.is_some() {
+            assert!(stderr.contains(&format!("case{i}.toml")), "{stderr}");
+        }
+        for figment_speak in ["usize", "FETCH.", "default.", "invalid configuration"] {
+            assert!(!stderr.contains(figment_speak), "case {i}: {stderr}");
+        }
+    }
+}
+
+/// A path that exists but is the wrong kind is named for what it is, by
+/// `check-config` and before a run creates anything.
+#[tokio::test]
+async fn paths_of_the_wrong_kind_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = dir.path().join("out");
+    let check = |args: &[&std::ffi::OsStr], env: Option<(&str, &Path)>| {
+        let mut cmd = genledger();
+        cmd.arg("check-config")
+            .args(args)
+            .env("OPENROUTER_API_KEY", KEY);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        cmd
+    };
+    let (config, output) = ("--config".as_ref(), "--output".as_ref());
+    let cases: Vec<(std::process::Command, String)> = vec![
+        (
+            check(&[config, dir.path().as_os_str()], None),
+            "is a directory, not a regular file".into(),
+        ),
+        (
+            check(&[output, file.as_os_str()], None),
+            format!(
+                "`output.dir` `{}` (from command-line flags) is a file, not a directory",
+                file.display()
+            ),
+        ),
+        (
+            check(&[output, file.join("sub").as_os_str()], None),
+            format!("cannot be created: `{}` is a file", file.display()),
+        ),
+        (
+            check(
+                &[output, out.as_os_str()],
+                Some(("GENLEDGER_STATE__PATH", dir.path())),
+            ),
+            format!(
+                "`state.path` `{}` (from environment variable `GENLEDGER_STATE__PATH`) is a directory, not a file",
+                dir.path().display()
+            ),
+        ),
+    ];
+    for (cmd, wanted) in cases {
+        let output = run(cmd).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&wanted), "want {wanted:?} in {stderr}");
+        assert!(!stderr.contains("does not exist"), "{stderr}");
+    }
+    #[cfg(unix)]
+    {
+        let output = run(check(&["--config".as_ref(), "/dev/null".as_ref()], None)).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("config file `/dev/null` is a character device, not a regular file"),
+            "{stderr}"
+        );
+    }
+
+    // A run refuses the same way, before it creates the output directory.
+    let input = write_lines(dir.path(), "ids.txt", &ids(1, Duration::ZERO, "kind"));
+    let mut cmd = genledger();
+    cmd.args(["export", "--no-progress", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .env("OPENROUTER_API_KEY", KEY)
+        .env("GENLEDGER_STATE__PATH", dir.path());
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a directory, not a file"), "{stderr}");
+    assert!(!out.exists(), "a refused run created its output directory");
+}
+
+/// stderr captured to a file, a pipe or the journal gets plain text: escape
+/// codes there are noise (`^[[2m2026-…^[[0m ^[[32m INFO^[[0m`).
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_lines(
+        dir.path(),
+        "ids.txt",
+        &ids(3, Duration::from_secs(3600), "ansi"),
+    );
+    let mut cmd = genledger();
+    cmd.args([
+        "-v",
+        "export",
+        "--no-progress",
+        "--base-url",
+        &sim.base_url(),
+    ])
+    .arg("--input")
+    .arg(&input)
+    .arg("--output")
+    .arg(dir.path().join("out"))
+    .env("OPENROUTER_API_KEY", KEY);
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("INFO") && stderr.contains("export started"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
+}
+
+/// `--help` says where the key comes from and what each exit code means, and
+/// keeps the flags every command takes apart from the command's own.
+#[tokio::test]
+async fn help_names_the_key_the_exit_codes_and_groups_global_flags() {
+    for args in [
+        &["--help"][..],
+        &["export", "--help"],
+        &["daemon", "--help"],
+    ] {
+        let mut cmd = genledger();
+        cmd.args(args);
+        let output = run(cmd).await;
+        let help = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        for wanted in ["OPENROUTER_API_KEY", "api.key_file", "Exit codes:"] {
+            assert!(help.contains(wanted), "{args:?}: no {wanted:?} in {help}");
+        }
+        for code in [0, 1, 2, 3, 4, 5, 130] {
+            assert!(
+                help.contains(&format!("\n  {code:<4} ")),
+                "{args:?}: exit code {code}"
+            );
+        }
+        let global = help.find("Global options:").expect("a global heading");
+        assert!(help.find("--config").unwrap() > global, "{help}");
+        assert!(help.find("--log-format").unwrap() > global, "{help}");
+    }
+    let mut cmd = genledger();
+    cmd.args(["export", "--help"]);
+    let help = text(&run(cmd).await.stdout);
+    let global = help.find("Global options:").unwrap();
+    assert!(help.find("--input").unwrap() < global, "{help}");
+    assert!(help.find("--retry-failed").unwrap() < global, "{help}");
+}

@@ -224,6 +224,58 @@ async fn daemon_follows_a_growing_rotating_queue_file_and_exports_each_id_once()
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+/// A long tick shows on `/metrics` while it runs: the requests and the tick's
+/// IDs so far move before any tick has ended, and `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_move_during_a_long_tick() {
+    let sim = start_sim(SimConfig {
+        latency: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue.log");
+    append(&queue, &lines(&ids(400, Duration::from_secs(3600), "long")));
+    let port = free_port();
+    let mut daemon = start_daemon(&config(dir.path(), &sim, &queue, Some(port)));
+    genledger::client::install_crypto();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = loop {
+        assert!(Instant::now() < deadline, "no tick made progress in time");
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+            continue;
+        };
+        let body = response.text().await.unwrap();
+        let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("/metrics parses as Prometheus text");
+        let exported = metric(
+            &parsed.samples,
+            "genledger_tick_ids",
+            Some(("outcome", "exported")),
+        );
+        if exported > 0.0 {
+            break parsed.samples;
+        }
+    };
+    // 400 answers at 100 ms, four at a time, take ten seconds: the first tick is still running.
+    assert_eq!(
+        metric(&samples, "genledger_ticks_total", Some(("outcome", "ok"))),
+        0.0
+    );
+    assert!(
+        metric(
+            &samples,
+            "genledger_requests_total",
+            Some(("status", "200"))
+        ) > 0.0
+    );
+    assert_eq!(scrape(port, "/healthz").await.0, 200);
+    let (code, stderr) = terminate(daemon).await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_tick_commits_and_exits_0_then_the_next_start_resumes() {
     // Slow answers so the first tick is still running when SIGTERM arrives.

@@ -111,12 +111,8 @@ fn export(
         .stderr(Stdio::inherit())
         .output()
         .context("failed to run the export")?;
-    let summary: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "export printed no JSON summary (exit {:?})",
-            output.status.code()
-        )
-    })?;
+    let summary: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("export printed no JSON summary ({})", output.status))?;
     let counts = &summary["counts"];
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(Figures {
