@@ -45,6 +45,7 @@ impl Session {
                 "no API key: set the environment variable `OPENROUTER_API_KEY` or `api.key_file` in the configuration"
             );
         }
+        settings.check_paths()?;
         let out_dir = &settings.output.dir;
         std::fs::create_dir_all(out_dir).with_context(|| {
             format!("failed to create output directory `{}`", out_dir.display())
