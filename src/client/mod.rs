@@ -204,15 +204,17 @@ impl Client {
                 tracing::debug!(%id, wait_ms = wait.as_millis() as u64, "429: pausing all requests");
                 self.pacer.on_rate_limited(ticket, wait);
             }
+            if let Step::Stop { reason, .. } = &step {
+                // Also before the slot is freed: a fetch that takes it then
+                // sees the stop, so no request starts after it.
+                self.stop.trigger(reason.clone());
+            }
             drop(permit);
             let wait = match step {
                 Step::Record(record) => return Fetched::Record(record),
                 Step::Fail(failure) => return Fetched::Failed(failure),
                 Step::Pending(failure) => return Fetched::Pending(failure),
-                Step::Stop { reason, pending } => {
-                    self.stop.trigger(reason);
-                    return Fetched::Pending(pending);
-                }
+                Step::Stop { pending, .. } => return Fetched::Pending(pending),
                 // The pacer holds the next request until the pause is over.
                 Step::Retry { pause: true, .. } => continue,
                 Step::Retry { wait, .. } => wait,
