@@ -2,14 +2,16 @@
 //! export on, one `GET /generation/content`), in one retry loop that both
 //! endpoints share, so they spend one request budget. The loop sends, sleeps
 //! and counts; `exchange` reads one answer, and `step` holds every retry rule
-//! (429 pause, transient backoff, the 404 window, fatal 401/402) as a pure
-//! decision.
+//! (429 pause, transient backoff, the 404 window, fatal 401/402, a network
+//! that cannot heal) as a pure decision; `transport` tells which network
+//! faults cannot heal.
 
 mod counters;
 mod exchange;
 mod outcome;
 mod retry;
 mod step;
+mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,7 @@ use crate::record::{Content, ParseError, Reason, parse_content, parse_generation
 use crate::stop::Stop;
 use exchange::Unparsed;
 use step::{Answer, RetryState, Step, next_step};
+use transport::Route;
 
 /// Longest body excerpt kept in a failure message.
 pub const EXCERPT_CHARS: usize = 512;
@@ -69,6 +72,8 @@ pub struct Client {
     http: reqwest::Client,
     generation_url: Url,
     content_url: Url,
+    /// The proxy and CA store the requests use, to name in a fault.
+    route: Route,
     fetch: FetchSettings,
     pacer: Arc<Pacer>,
     stop: Arc<Stop>,
@@ -100,6 +105,8 @@ impl Client {
         run_id: String,
     ) -> Result<Client, ClientError> {
         let key = api.key.as_ref().ok_or(ClientError::NoKey)?;
+        // Read from the same environment as the client below.
+        let route = Route::from_env(&api.base_url);
         install_crypto();
         let http = reqwest::Client::builder()
             .user_agent(concat!("genledger/", env!("CARGO_PKG_VERSION")))
@@ -120,6 +127,7 @@ impl Client {
             http,
             generation_url,
             content_url,
+            route,
             fetch: fetch.clone(),
             pacer,
             stop,
