@@ -93,6 +93,15 @@ pub enum ClientError {
     BadHeader(&'static str),
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
+    /// Most likely none of the named files held a certificate.
+    #[error(
+        "failed to build the HTTP client with the CAs of {roots} alone (they replace the system store; check that they name readable PEM certificates)"
+    )]
+    BuildWithRoots {
+        roots: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 impl Client {
@@ -120,7 +129,13 @@ impl Client {
             // refusals, would also copy every request before sending it.
             .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
-            .map_err(ClientError::Build)?;
+            .map_err(|source| match &route.roots {
+                Some(roots) => ClientError::BuildWithRoots {
+                    roots: roots.clone(),
+                    source,
+                },
+                None => ClientError::Build(source),
+            })?;
         let (generation_url, content_url) = endpoint_urls(&api.base_url)?;
         let inflight = tokio::sync::Semaphore::new(fetch.concurrency);
         Ok(Client {
