@@ -288,12 +288,20 @@ mod tests {
     #[test]
     fn help_lists_every_exit_code() {
         use ExitStatus::*;
-        let statuses = [Success, Partial, Error, Refused, Locked, Interrupted];
+        let statuses = [
+            Success,
+            Partial,
+            Error,
+            Refused,
+            Locked,
+            Unreachable,
+            Interrupted,
+        ];
         for status in statuses {
             // Exhaustive on purpose: a new status stops compiling here until
             // it is added to the list above (and to AFTER_HELP).
             match status {
-                Success | Partial | Error | Refused | Locked | Interrupted => {}
+                Success | Partial | Error | Refused | Locked | Unreachable | Interrupted => {}
             }
             let line = format!("\n  {:<4} ", status.code());
             assert!(AFTER_HELP.contains(&line), "{status:?} missing from --help");

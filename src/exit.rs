@@ -16,6 +16,10 @@ pub enum ExitStatus {
     Refused,
     /// Another process holds the state lock.
     Locked,
+    /// The network cannot reach the API until this machine's setup changes
+    /// (an untrusted certificate, a proxy, a name that does not exist);
+    /// nothing more was sent.
+    Unreachable,
     /// Interrupted by a signal; committed work is intact.
     Interrupted,
 }
@@ -28,6 +32,7 @@ impl ExitStatus {
             ExitStatus::Error => 2,
             ExitStatus::Refused => 3,
             ExitStatus::Locked => 4,
+            ExitStatus::Unreachable => 5,
             ExitStatus::Interrupted => 130,
         }
     }

@@ -8,7 +8,7 @@
 //!   │            │              │               │
 //!   │            │              │               └─ sink/: partitioned Parquet/CSV, temp name → staged → renamed → committed
 //!   │            │              └─ client/: one GET per ID (and its content, if on), retry rules; limiter: pacing, 429 pause, learned rate
-//!   │            └─ export: bounded fan-out, stop on 401/402 or a signal
+//!   │            └─ export: bounded fan-out, stop on 401/402, a network that cannot heal, or a signal
 //!   └─ source: lines → IDs (plain or JSONL), invalid lines recorded; the ledger says which are new
 //! ```
 //!

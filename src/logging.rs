@@ -8,6 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Dependencies at warn, except the platform verifier: it logs each refused
+/// certificate at error, once per request, while the run's stop message names
+/// that cause and its fix once.
+const DEPENDENCIES: &str = "warn,rustls_platform_verifier=off";
+
 pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -18,7 +23,7 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
     };
     // Our own crate at the chosen level; dependencies stay at warn unless RUST_LOG says otherwise.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,genledger={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{DEPENDENCIES},genledger={level}")));
     let no_color = std::env::var_os("NO_COLOR");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,5 +1,6 @@
 //! One request and what its answer came to: the status, the body and the
-//! rate-limit headers read into an [`Answer`], with the pacer told.
+//! rate-limit headers read into an [`Answer`], with the pacer told; a request
+//! that got no answer, as transient or as a fault no retry heals.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use reqwest::{StatusCode, Url};
 
 use super::retry::{self, announced_wait, is_transient_status};
 use super::step::Answer;
+use super::transport;
 use super::{Client, EXCERPT_CHARS, Endpoint, Reason};
 use crate::limiter::{Allowance, Ticket};
 
@@ -35,6 +37,9 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 self.counters.answered(None);
+                if let Some(fault) = transport::unhealable(&e, e.is_timeout(), &self.route) {
+                    return Answer::Unreachable(fault);
+                }
                 return Answer::Transient {
                     status: None,
                     message: describe(&e),

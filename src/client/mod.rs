@@ -2,14 +2,16 @@
 //! export on, one `GET /generation/content`), in one retry loop that both
 //! endpoints share, so they spend one request budget. The loop sends, sleeps
 //! and counts; `exchange` reads one answer, and `step` holds every retry rule
-//! (429 pause, transient backoff, the 404 window, fatal 401/402) as a pure
-//! decision.
+//! (429 pause, transient backoff, the 404 window, fatal 401/402, a network
+//! that cannot heal) as a pure decision; `transport` tells which network
+//! faults cannot heal.
 
 mod counters;
 mod exchange;
 mod outcome;
 mod retry;
 mod step;
+mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,7 @@ use crate::record::{Content, ParseError, Reason, parse_content, parse_generation
 use crate::stop::Stop;
 use exchange::Unparsed;
 use step::{Answer, RetryState, Step, next_step};
+use transport::Route;
 
 /// Longest body excerpt kept in a failure message.
 pub const EXCERPT_CHARS: usize = 512;
@@ -69,6 +72,8 @@ pub struct Client {
     http: reqwest::Client,
     generation_url: Url,
     content_url: Url,
+    /// The proxy and CA store the requests use, to name in a fault.
+    route: Route,
     fetch: FetchSettings,
     pacer: Arc<Pacer>,
     stop: Arc<Stop>,
@@ -88,6 +93,15 @@ pub enum ClientError {
     BadHeader(&'static str),
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
+    /// Most likely none of the named files held a certificate.
+    #[error(
+        "failed to build the HTTP client with the CAs of {roots} alone (they replace the system store; check that they name readable PEM certificates)"
+    )]
+    BuildWithRoots {
+        roots: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 impl Client {
@@ -100,6 +114,8 @@ impl Client {
         run_id: String,
     ) -> Result<Client, ClientError> {
         let key = api.key.as_ref().ok_or(ClientError::NoKey)?;
+        // Read from the same environment as the client below.
+        let route = Route::from_env(&api.base_url);
         install_crypto();
         let http = reqwest::Client::builder()
             .user_agent(concat!("genledger/", env!("CARGO_PKG_VERSION")))
@@ -113,13 +129,20 @@ impl Client {
             // refusals, would also copy every request before sending it.
             .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
-            .map_err(ClientError::Build)?;
+            .map_err(|source| match &route.roots {
+                Some(roots) => ClientError::BuildWithRoots {
+                    roots: roots.clone(),
+                    source,
+                },
+                None => ClientError::Build(source),
+            })?;
         let (generation_url, content_url) = endpoint_urls(&api.base_url)?;
         let inflight = tokio::sync::Semaphore::new(fetch.concurrency);
         Ok(Client {
             http,
             generation_url,
             content_url,
+            route,
             fetch: fetch.clone(),
             pacer,
             stop,
@@ -204,15 +227,17 @@ impl Client {
                 tracing::debug!(%id, wait_ms = wait.as_millis() as u64, "429: pausing all requests");
                 self.pacer.on_rate_limited(ticket, wait);
             }
+            if let Step::Stop { reason, .. } = &step {
+                // Also before the slot is freed: a fetch that takes it then
+                // sees the stop, so no request starts after it.
+                self.stop.trigger(reason.clone());
+            }
             drop(permit);
             let wait = match step {
                 Step::Record(record) => return Fetched::Record(record),
                 Step::Fail(failure) => return Fetched::Failed(failure),
                 Step::Pending(failure) => return Fetched::Pending(failure),
-                Step::Stop { reason, pending } => {
-                    self.stop.trigger(reason);
-                    return Fetched::Pending(pending);
-                }
+                Step::Stop { pending, .. } => return Fetched::Pending(pending),
                 // The pacer holds the next request until the pause is over.
                 Step::Retry { pause: true, .. } => continue,
                 Step::Retry { wait, .. } => wait,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::retry::{self, NotFoundWindow};
 use super::{Endpoint, Failure, Reason};
 use crate::config::FetchSettings;
-use crate::stop::StopReason;
+use crate::stop::{NetworkFault, StopReason};
 
 /// What one HTTP exchange came to.
 pub(super) enum Answer<T> {
@@ -29,6 +29,8 @@ pub(super) enum Answer<T> {
     },
     Rejected(u16, String),
     Unusable(Reason, String),
+    /// No answer, for a reason no retry heals.
+    Unreachable(NetworkFault),
 }
 
 /// What a fetch does after an answer.
@@ -43,8 +45,8 @@ pub(super) enum Step<T> {
     Fail(Failure),
     /// Not done; a later run tries again.
     Pending(Failure),
-    /// The API refused the key or the credits: the run stops, and this ID
-    /// is left pending.
+    /// The API refused the key or the credits, or cannot be reached: the run
+    /// stops, and this ID is left pending.
     Stop {
         reason: StopReason,
         pending: Failure,
@@ -139,6 +141,13 @@ pub(super) fn next_step<T>(
                 "the API refused the key or credits",
             ),
         },
+        Answer::Unreachable(fault) => {
+            let message = format!("stopped: {}", fault.kind());
+            Step::Stop {
+                pending: state.failure(Reason::Stopped, None, &message),
+                reason: StopReason::Unreachable(fault),
+            }
+        }
         Answer::Rejected(403, excerpt) if state.endpoint == Endpoint::Content => Step::Fail(
             failure(Reason::ContentForbidden, Some(403), attempts, &excerpt),
         ),
@@ -257,6 +266,8 @@ mod tests {
         Fail(Reason, Option<u16>, &'static str),
         Pending(Reason, Option<u16>, &'static str),
         Stop(u16),
+        /// The run stops for a network fault; the ID is pending for this reason.
+        Unreachable(Reason),
     }
 
     fn waits(at_least: Duration, at_most: Duration) -> Expect {
@@ -340,7 +351,20 @@ mod tests {
                     && pending.http_status == Some(*code)
                     && pending.message == "the API refused the key or credits"
             }
+            (Step::Stop { reason, pending }, Expect::Unreachable(expected)) => {
+                matches!(&reason, StopReason::Unreachable(fault) if pending.message == format!("stopped: {}", fault.kind()))
+                    && pending.reason == *expected
+                    && pending.http_status.is_none()
+            }
             _ => false,
+        }
+    }
+
+    fn untrusted() -> NetworkFault {
+        NetworkFault::UntrustedCertificate {
+            host: "openrouter.ai".into(),
+            problem: "it is signed by a CA this machine does not trust".into(),
+            roots: None,
         }
     }
 
@@ -429,6 +453,31 @@ mod tests {
                 Answer::Refused(402, "no credits".into()),
                 fresh,
                 Expect::Stop(402),
+            ),
+            (
+                "an untrusted certificate stops the run",
+                Answer::Unreachable(untrusted()),
+                fresh,
+                Expect::Unreachable(Reason::Stopped),
+            ),
+            (
+                "a refused proxy stops the run, whatever tries are left",
+                Answer::Unreachable(NetworkFault::ProxyRefused {
+                    proxy: "127.0.0.1:9".into(),
+                    var: "HTTPS_PROXY".into(),
+                    host: "openrouter.ai".into(),
+                }),
+                before(Metadata, 2, 0, None),
+                Expect::Unreachable(Reason::Stopped),
+            ),
+            (
+                "an unknown host stops the run, content",
+                Answer::Unreachable(NetworkFault::UnknownHost {
+                    host: "openrouter.invalid".into(),
+                    proxy_var: None,
+                }),
+                before(Content, 0, 0, None),
+                Expect::Unreachable(Reason::ContentStopped),
             ),
             (
                 "5xx with attempts left",

@@ -371,6 +371,9 @@ fn describe_stop(reason: &StopReason) -> String {
         StopReason::Refused { status, message } => {
             format!("OpenRouter refused the run ({status}): {message}")
         }
+        StopReason::Unreachable(fault) => format!(
+            "cannot reach the API: {fault}; nothing more was sent, and the IDs not exported stay pending for the next run"
+        ),
         StopReason::Interrupted => "interrupted; work committed so far is intact".into(),
         StopReason::OutputFailed => {
             "stopped: output or input failed; files already renamed into place are complete".into()

@@ -74,6 +74,7 @@ impl RunReport {
     pub fn exit_status_for(counts: &Counts, stop: Option<&StopReason>) -> ExitStatus {
         match stop {
             Some(StopReason::Refused { .. }) => ExitStatus::Refused,
+            Some(StopReason::Unreachable(_)) => ExitStatus::Unreachable,
             Some(StopReason::Interrupted) => ExitStatus::Interrupted,
             Some(StopReason::OutputFailed) => ExitStatus::Error,
             None if counts.failed

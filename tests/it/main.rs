@@ -10,6 +10,7 @@ mod ddl;
 mod deploy;
 mod faults;
 mod limits;
+mod network;
 mod report;
 mod roundtrip;
 mod state;
