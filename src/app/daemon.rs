@@ -173,16 +173,20 @@ async fn run_tick(
             if let Some(stopped) = report.stopped.as_ref().filter(|_| !shutdown.is_stopped()) {
                 tracing::error!(run_id = %report.run_id, "tick stopped: {stopped}");
             }
-            tracing::info!(
-                run_id = %report.run_id,
-                exported = c.exported,
-                failed = c.failed,
-                pending = c.pending,
-                already_exported = c.already_exported,
-                files = report.files.len(),
-                secs,
-                "tick finished"
-            );
+            if c.is_idle() {
+                tracing::debug!(run_id = %report.run_id, secs, "tick found nothing to do");
+            } else {
+                tracing::info!(
+                    run_id = %report.run_id,
+                    exported = c.exported,
+                    failed = c.failed,
+                    pending = c.pending,
+                    already_exported = c.already_exported,
+                    files = report.files.len(),
+                    secs,
+                    "tick finished"
+                );
+            }
             let ledger = Ledger::open(&settings.state_path, &settings.output.dir)
                 .and_then(|l| l.status_counts())
                 .ok();

@@ -136,6 +136,16 @@ impl Manifest {
         }
     }
 
+    /// The manifest of a run that ended with `error`, listing the files it
+    /// committed before.
+    pub fn failed(run: &DeadRun, shard: &str, error: &str) -> Manifest {
+        Manifest {
+            stopped: Some(format!("the run ended with an error: {error}")),
+            recovered: false,
+            ..Manifest::recovered(run, shard)
+        }
+    }
+
     /// Writes the manifest under `_manifests/`, whole or not at all.
     pub fn write(&self, out_dir: &Path) -> Result<PathBuf, FileError> {
         let path = layout::manifest_path(out_dir, &self.run_id, &self.shard);

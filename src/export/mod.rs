@@ -17,15 +17,15 @@
 
 mod dispatch;
 mod drain;
+mod finish;
 pub mod guard;
 mod live;
 pub mod manifest;
 mod setup;
 pub mod summary;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -35,20 +35,17 @@ pub use source::{Carried, QueueFiles};
 
 use crate::client::Client;
 use crate::config::Settings;
-use crate::exit::ExitStatus;
 use crate::ledger::{Checkpointer, Ledger};
 use crate::limiter::Pacer;
 use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, SinkOutput};
 use crate::source::{self, IdSource, ReadMode, SourceCounts, SourceError};
-use crate::stop::{Stop, StopReason};
-use crate::timestamp::now_formatted;
+use crate::stop::Stop;
 use dispatch::{Fanout, dispatch};
 use drain::drain_into_sink;
+use finish::{close_failed, finish, report};
 use live::{LiveCounts, counts, snapshot, spawn_ticker};
-use manifest::{Manifest, RunInfo};
-use setup::RunState;
-use summary::{Counts, RateReport, RunReport, peak_rss_bytes};
+use summary::{Counts, RateReport, RunReport};
 
 /// IDs queued between the source and the dispatcher, in chunks.
 const SOURCE_QUEUE: usize = 1024;
@@ -93,18 +90,64 @@ pub async fn run_in(
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let mut state = session.begin_run(settings, options.retry_failed)?;
-    let (requests, pacer) = (session.requests.clone(), session.pacer.clone());
-    let requests_before = requests.snapshot();
+    // What can be checked is checked before the run is recorded, so a run
+    // refused here leaves nothing for the next one to call dead.
+    setup::check_run(settings, options.follow.is_some())?;
+    let run_id = setup::new_run_id();
     let client = Client::try_new(
         &settings.api,
         &settings.fetch,
-        pacer.clone(),
+        session.pacer.clone(),
         stop.clone(),
-        requests.clone(),
-        state.run_id.clone(),
+        session.requests.clone(),
+        run_id.clone(),
     )
     .context("failed to set up the API client")?;
+    // A followed input (the daemon's ticks) says it started only at debug:
+    // most ticks find nothing, and the tick's end is logged anyway.
+    let quiet_start = options.follow.is_some();
+    let mut state = session.begin_run(settings, options.retry_failed, run_id, quiet_start)?;
+    let run = (state.run_no, state.run_id.as_str(), state.shard.as_str());
+    let executed = execute(session, settings, options, run, client, &stop, &progress).await;
+    let ran = executed.and_then(|ran| {
+        let stopped = stop.reason();
+        finish(settings, &mut state, &ran, stopped.as_ref()).map(|finished| (ran, finished))
+    });
+    match ran {
+        Ok((ran, finished)) => Ok(report(
+            state.run_id,
+            finished,
+            ran.counts,
+            ran.rate,
+            started.elapsed(),
+            ran.output,
+        )),
+        Err(error) => {
+            close_failed(settings, &mut state, &error);
+            Err(error)
+        }
+    }
+}
+
+/// What a run that went to its end produced.
+pub(super) struct Ran {
+    pub output: SinkOutput,
+    pub counts: Counts,
+    pub rate: RateReport,
+}
+
+/// The pipeline with its progress ticker, from the first ID to the last outcome.
+async fn execute(
+    session: &Session,
+    settings: &Settings,
+    options: &RunOptions,
+    run: (i64, &str, &str),
+    client: Client,
+    stop: &Arc<Stop>,
+    progress: &Arc<dyn Progress>,
+) -> anyhow::Result<Ran> {
+    let (requests, pacer) = (session.requests.clone(), session.pacer.clone());
+    let requests_before = requests.snapshot();
     let live = Arc::new(LiveCounts::default());
     let ticker = spawn_ticker(
         live.clone(),
@@ -112,9 +155,8 @@ pub async fn run_in(
         pacer.clone(),
         progress.clone(),
     );
-    let run = (state.run_no, state.run_id.as_str(), state.shard.as_str());
     let mode = read_mode(settings, options);
-    let result = pipeline(settings, run, mode, Arc::new(client), &stop, &live).await;
+    let result = pipeline(settings, run, mode, Arc::new(client), stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
     let (source_counts, output) = result?;
@@ -125,24 +167,11 @@ pub async fn run_in(
         &live,
         &requests.snapshot().since(&requests_before),
     );
-    let rate = rate_report(settings, &pacer);
-    let stopped = stop.reason();
-    let finished = finish(
-        settings,
-        &mut state,
-        &output,
-        counts,
-        rate,
-        stopped.as_ref(),
-    )?;
-    Ok(report(
-        state.run_id,
-        finished,
-        counts,
-        rate,
-        started.elapsed(),
+    Ok(Ran {
         output,
-    ))
+        counts,
+        rate: rate_report(settings, &pacer),
+    })
 }
 
 /// How the source reads: the shard, queue files followed or not, content or not.
@@ -161,72 +190,6 @@ fn rate_report(settings: &Settings, pacer: &Pacer) -> RateReport {
         current: pacer.rate(),
         learned: pacer.learned(),
     }
-}
-
-/// How a run ended, as recorded.
-struct Finished {
-    status: ExitStatus,
-    manifest: Option<PathBuf>,
-    stopped: Option<String>,
-}
-
-/// Writes the manifest (last, when the run wrote anything), keeps the
-/// learned rate and closes the run in the ledger.
-fn finish(
-    settings: &Settings,
-    state: &mut RunState,
-    output: &SinkOutput,
-    counts: Counts,
-    rate: RateReport,
-    stop: Option<&StopReason>,
-) -> anyhow::Result<Finished> {
-    let stopped = stop.map(describe_stop);
-    let status = RunReport::exit_status_for(&counts, stop);
-    let nothing_new = output.data_files.is_empty()
-        && output.content_files.is_empty()
-        && output.failures_file.is_none();
-    // Nothing new: no empty files, no manifest; the ledger records the run.
-    let manifest = if nothing_new {
-        None
-    } else {
-        let info = RunInfo {
-            run_id: &state.run_id,
-            shard: &state.shard,
-            out_dir: &settings.output.dir,
-            started_at: &state.started_at,
-            format: settings.output.format.extension(),
-            stopped: stopped.clone(),
-        };
-        let path = Manifest::new(info, output, counts)
-            .write(&settings.output.dir)
-            .context("failed to write the run manifest")?;
-        Some(path)
-    };
-    let finished_at = now_formatted();
-    if let Some(learned) = rate.learned {
-        state
-            .ledger
-            .save_learned_rate(settings.api.base_url.as_str(), learned, &finished_at)
-            .context("failed to keep the learned rate in the ledger")?;
-    }
-    state
-        .ledger
-        .finish_run(
-            state.run_no,
-            &finished_at,
-            status.code(),
-            manifest.as_deref(),
-        )
-        .context("failed to record the run in the ledger")?;
-    let c = &counts;
-    tracing::info!(run_id = %state.run_id, exported = c.exported, failed = c.failed, pending = c.pending,
-        content_exported = c.content_exported, content_failed = c.content_failed, content_pending = c.content_pending,
-        "export finished");
-    Ok(Finished {
-        status,
-        manifest,
-        stopped,
-    })
 }
 
 /// Source thread → dispatcher → fetch tasks → sink thread, until the input
@@ -310,73 +273,11 @@ fn join_stages(
     Ok((source_counts, output))
 }
 
-fn report(
-    run_id: String,
-    finished: Finished,
-    counts: Counts,
-    rate: RateReport,
-    duration: Duration,
-    output: SinkOutput,
-) -> RunReport {
-    let secs = duration.as_secs_f64();
-    RunReport {
-        run_id,
-        exit_code: finished.status.code(),
-        status: finished.status,
-        counts,
-        rate,
-        duration_secs: secs,
-        records_per_sec: if secs > 0.0 {
-            counts.exported as f64 / secs
-        } else {
-            0.0
-        },
-        totals: output.totals,
-        files: output.data_files.into_iter().map(|f| f.file.path).collect(),
-        content_files: output
-            .content_files
-            .into_iter()
-            .map(|f| f.file.path)
-            .collect(),
-        failures_file: output.failures_file.map(|f| f.path),
-        manifest: finished.manifest,
-        stopped: finished.stopped,
-        peak_rss_bytes: peak_rss_bytes(),
-    }
-}
-
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-fn describe_stop(reason: &StopReason) -> String {
-    match reason {
-        StopReason::Refused {
-            status: 401,
-            message,
-        } => format!(
-            "OpenRouter refused the API key (401: missing, wrong or disabled key): {message}; nothing more was sent"
-        ),
-        StopReason::Refused {
-            status: 402,
-            message,
-        } => format!(
-            "OpenRouter refused the request for lack of credits (402: add credits to the account): {message}; nothing more was sent"
-        ),
-        StopReason::Refused { status, message } => {
-            format!("OpenRouter refused the run ({status}): {message}")
-        }
-        StopReason::Unreachable(fault) => format!(
-            "cannot reach the API: {fault}; nothing more was sent, and the IDs not exported stay pending for the next run"
-        ),
-        StopReason::Interrupted => "interrupted; work committed so far is intact".into(),
-        StopReason::OutputFailed => {
-            "stopped: output or input failed; files already renamed into place are complete".into()
-        }
     }
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use super::guard;
 use super::manifest::Manifest;
 use crate::client::RequestCounters;
-use crate::config::Settings;
+use crate::config::{Input, Settings};
+use crate::layout;
 use crate::ledger::{Ledger, Reconciled, StateLock};
 use crate::limiter::Pacer;
 use crate::timestamp::now_formatted;
@@ -87,6 +88,8 @@ impl Session {
         &self,
         settings: &Settings,
         retry_failed: bool,
+        run_id: String,
+        quiet_start: bool,
     ) -> anyhow::Result<RunState> {
         let out_dir = &settings.output.dir;
         let mut ledger = Ledger::open(&settings.state_path, out_dir)
@@ -113,10 +116,13 @@ impl Session {
                 "failed IDs (and failed contents) re-queued"
             );
         }
-        let run_id = new_run_id();
         let started_at = now_formatted();
         let run_no = ledger.begin_run(&run_id, &shard, &started_at)?;
-        tracing::info!(%run_id, output = %out_dir.display(), "export started");
+        if quiet_start {
+            tracing::debug!(%run_id, output = %out_dir.display(), "export started");
+        } else {
+            tracing::info!(%run_id, output = %out_dir.display(), "export started");
+        }
         Ok(RunState {
             ledger,
             run_no,
@@ -170,8 +176,32 @@ fn learned_rate(ledger: &Ledger, settings: &Settings) -> Option<f64> {
     }
 }
 
+/// Checks what a run needs that can change between runs: its input files
+/// (when not followed: a followed queue file may appear later) and the
+/// output's table directories.
+pub(super) fn check_run(settings: &Settings, follow: bool) -> anyhow::Result<()> {
+    if !follow {
+        for input in &settings.inputs {
+            if let Input::File(path) = input {
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read the input file `{}`", path.display()))?;
+            }
+        }
+    }
+    for dir in layout::WRITTEN_DIRS {
+        let path = settings.output.dir.join(dir);
+        if path.exists() && !path.is_dir() {
+            anyhow::bail!(
+                "`{}` is a file, not a directory: genledger writes its `{dir}` files there",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `20261121T213000Z-3fa9`: sortable by start time, unique per process.
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     format!(
         "{}-{:04x}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),

@@ -38,6 +38,52 @@ pub struct Counts {
     pub other_shards: u64,
 }
 
+impl Counts {
+    /// Whether the run found nothing to do: no ID, no invalid line, no
+    /// leftover, no content due, no request.
+    pub fn is_idle(&self) -> bool {
+        let Counts {
+            input_lines: _,
+            ids,
+            invalid_lines,
+            duplicates_skipped,
+            already_exported,
+            previously_failed,
+            resumed,
+            exported,
+            failed,
+            pending,
+            content_exported,
+            content_failed,
+            content_pending,
+            requests,
+            rate_limited,
+            retries,
+            other_shards,
+        } = *self;
+        [
+            ids,
+            invalid_lines,
+            duplicates_skipped,
+            already_exported,
+            previously_failed,
+            resumed,
+            exported,
+            failed,
+            pending,
+            content_exported,
+            content_failed,
+            content_pending,
+            requests,
+            rate_limited,
+            retries,
+            other_shards,
+        ]
+        .iter()
+        .all(|&n| n == 0)
+    }
+}
+
 /// The request rate: what was configured, where the run ended, and the
 /// server's limit as learned (kept in the ledger for the next run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

@@ -217,20 +217,32 @@ impl Ledger {
         })
     }
 
+    /// Closes a run: when it finished, its exit code, its manifest (if it
+    /// wrote one) and, for a run that ended with an error, the error.
     pub fn finish_run(
         &mut self,
         run_no: i64,
         finished_at: &str,
         exit_code: u8,
         manifest: Option<&Path>,
+        message: Option<&str>,
     ) -> Result<(), LedgerError> {
         let manifest = manifest.map(|p| self.relative(p));
         self.sql(|c| {
             c.execute(
-                "UPDATE runs SET finished_at = ?2, exit_code = ?3, manifest = ?4 WHERE run_no = ?1",
-                params![run_no, finished_at, exit_code, manifest],
+                "UPDATE runs SET finished_at = ?2, exit_code = ?3, manifest = ?4, message = ?5
+                 WHERE run_no = ?1",
+                params![run_no, finished_at, exit_code, manifest, message],
             )
             .map(drop)
+        })
+    }
+
+    /// Forgets a run that did nothing: no ID names it, no file is its.
+    pub fn forget_run(&mut self, run_no: i64) -> Result<(), LedgerError> {
+        self.sql(|c| {
+            c.execute("DELETE FROM runs WHERE run_no = ?1", [run_no])
+                .map(drop)
         })
     }
 

@@ -147,7 +147,8 @@ impl Ledger {
         Ok(())
     }
 
-    fn committed_files(&self, run_id: &str) -> Result<Vec<CommittedFile>, LedgerError> {
+    /// The files run `run_id` committed, by path.
+    pub fn committed_files(&self, run_id: &str) -> Result<Vec<CommittedFile>, LedgerError> {
         self.sql(|c| {
             let mut stmt = c.prepare(
                 "SELECT path, kind, rows, bytes, sha256, min_created_at, max_created_at FROM files

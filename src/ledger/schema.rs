@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     exit_code INTEGER,
-    manifest TEXT
+    manifest TEXT,
+    message TEXT
 );
 CREATE TABLE IF NOT EXISTS learned_rates (
     api TEXT PRIMARY KEY,
@@ -115,30 +116,34 @@ pub(super) fn upgrade(c: &Connection) -> rusqlite::Result<()> {
     }
 }
 
-/// Columns added to `ids` after its layout was set, with their types; a
+/// Columns added after a table's layout was set, as (table, column, type); a
 /// ledger that lacks one gets it (NULL in every existing row).
-const ADDED_COLUMNS: [(&str, &str); 1] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
     // When the first 404 for the ID came (microseconds), for the 404 window.
-    ("first_404", "INTEGER"),
+    ("ids", "first_404", "INTEGER"),
+    // Why a run ended with an error, for the runs that did.
+    ("runs", "message", "TEXT"),
 ];
 
 /// Adds the [`ADDED_COLUMNS`] a ledger lacks, in one transaction that
 /// looks again once it holds the write lock, so two openers cannot both add.
 pub(super) fn add_columns(c: &Connection) -> rusqlite::Result<()> {
-    let missing = |c: &Connection| -> rusqlite::Result<Vec<(&str, &str)>> {
-        let present = columns(c, "ids")?;
-        Ok(ADDED_COLUMNS
-            .into_iter()
-            .filter(|(name, _)| !present.iter().any(|p| p == name))
-            .collect())
+    let missing = |c: &Connection| -> rusqlite::Result<Vec<(&str, &str, &str)>> {
+        let mut missing = Vec::new();
+        for (table, name, kind) in ADDED_COLUMNS {
+            if !columns(c, table)?.iter().any(|p| p == name) {
+                missing.push((table, name, kind));
+            }
+        }
+        Ok(missing)
     };
     if missing(c)?.is_empty() {
         return Ok(());
     }
     c.execute_batch("BEGIN IMMEDIATE")?;
     let added = missing(c).and_then(|columns| {
-        columns.into_iter().try_for_each(|(name, kind)| {
-            c.execute_batch(&format!("ALTER TABLE ids ADD COLUMN {name} {kind}"))
+        columns.into_iter().try_for_each(|(table, name, kind)| {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}"))
         })
     });
     match added {

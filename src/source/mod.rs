@@ -253,30 +253,11 @@ impl IdSource {
             ms = started.elapsed().as_millis() as u64,
             "admitted a batch"
         );
+        let mut open = true;
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let (seq, first_404_micros, content_due) = match admission {
-                Admission::Duplicate => {
-                    self.counts.duplicates += 1;
-                    continue;
-                }
-                Admission::AlreadyExported => {
-                    self.counts.ids += 1;
-                    self.counts.already_exported += 1;
-                    continue;
-                }
-                Admission::AlreadyFailed => {
-                    self.counts.ids += 1;
-                    self.counts.previously_failed += 1;
-                    continue;
-                }
-                Admission::Fetch {
-                    seq,
-                    first_404_micros,
-                    content_due,
-                } => (seq, first_404_micros, content_due),
+            let Some((seq, first_404_micros, content_due)) = self.count(admission) else {
+                continue;
             };
-            self.counts.ids += 1;
-            self.counts.to_fetch += 1;
             let item = SourceItem::Id {
                 id,
                 seq,
@@ -284,12 +265,38 @@ impl IdSource {
                 first_404_micros,
                 content: self.mode.content && content_due,
             };
-            if !tx.send(item) {
-                return Ok(false);
-            }
+            // Once the dispatcher is gone (the run stopped), the rest of the
+            // batch is still counted: the ledger holds it as pending, and the
+            // summary must say so.
+            open = open && tx.send(item);
         }
         // A slow input (a pipe) must not hold admitted IDs back.
-        Ok(tx.flush())
+        Ok(open && tx.flush())
+    }
+
+    /// Counts one admission; for an ID to fetch, its number, first 404 and
+    /// whether its content is due.
+    fn count(&mut self, admission: Admission) -> Option<(i64, Option<i64>, bool)> {
+        let counts = &mut self.counts;
+        match admission {
+            Admission::Duplicate => {
+                counts.duplicates += 1;
+                return None;
+            }
+            Admission::AlreadyExported => counts.already_exported += 1,
+            Admission::AlreadyFailed => counts.previously_failed += 1,
+            Admission::Fetch {
+                seq,
+                first_404_micros,
+                content_due,
+            } => {
+                counts.ids += 1;
+                counts.to_fetch += 1;
+                return Some((seq, first_404_micros, content_due));
+            }
+        }
+        counts.ids += 1;
+        None
     }
 
     /// Sends the IDs earlier runs left pending that the input did not list;
@@ -336,10 +343,15 @@ impl IdSource {
                 return Ok(true);
             };
             after = last.seq;
+            // A page taken is marked as offered to this run: count all of it,
+            // also when the dispatcher is gone before it is sent.
+            let mut open = true;
             for left in leftovers {
-                if !tx.send(item(&mut self.counts, left)) {
-                    return Ok(false);
-                }
+                let item = item(&mut self.counts, left);
+                open = open && tx.send(item);
+            }
+            if !open {
+                return Ok(false);
             }
         }
     }

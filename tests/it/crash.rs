@@ -233,15 +233,21 @@ async fn unwritable_output_exits_2_and_the_next_run_finishes_exactly_once() {
     let output = run(cmd).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
+    // Checked before the run begins: nothing is fetched, and the ledger
+    // records no run for the next one to call dead.
     assert!(
-        stderr.contains("failed to write output") && stderr.contains("generations"),
+        stderr.contains("is a file, not a directory") && stderr.contains("generations"),
         "{stderr}"
     );
+    assert_eq!(sim.stats().requests, 0);
     {
         let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
-        let (pending, exported, failed) = ledger.status_counts().unwrap();
-        assert_eq!((exported, failed), (0, 0), "nothing counted as done");
-        assert!(pending > 0);
+        assert_eq!(
+            ledger.status_counts().unwrap(),
+            (0, 0, 0),
+            "nothing admitted"
+        );
+        assert!(ledger.run_ids().unwrap().is_empty());
     }
     std::fs::remove_file(out.join("generations")).unwrap();
     let cmd = export_command(&sim.base_url(), &input, &out);
