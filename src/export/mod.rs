@@ -264,6 +264,13 @@ fn join_stages(
     }
     let source_counts = match source_result {
         Ok(Ok(counts)) => counts,
+        // The source asks the ledger about every ID: its failure is the
+        // ledger's, not the input's.
+        Ok(Err(SourceError::Ledger(e))) => {
+            return Err(e).context(
+                "the state ledger failed while admitting IDs; files already committed are complete",
+            );
+        }
         Ok(Err(e)) => {
             return Err(e)
                 .context("failed to read the input; files already committed are complete");

@@ -11,7 +11,7 @@ mod line;
 mod queue;
 mod stdin;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
@@ -73,6 +73,11 @@ pub struct IdSource {
     mode: ReadMode,
     counts: SourceCounts,
     batch: Vec<(String, u64)>,
+    /// Hashes of the IDs this run found already exported or failed, so a
+    /// repeat counts as a duplicate, not as done twice. The ledger does not
+    /// mark such IDs as seen (that would write a row per line of every
+    /// rerun); a 64-bit hash only feeds the counts, never what is fetched.
+    done_seen: HashSet<u64>,
 }
 
 /// A queue file being read: where the taken lines end.
@@ -91,6 +96,7 @@ impl IdSource {
             mode,
             counts: SourceCounts::default(),
             batch: Vec::with_capacity(ADMIT_BATCH),
+            done_seen: HashSet::new(),
         }
     }
 
@@ -255,7 +261,7 @@ impl IdSource {
         );
         let mut open = true;
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let Some((seq, first_404_micros, content_due)) = self.count(admission) else {
+            let Some((seq, first_404_micros, content_due)) = self.count(&id, admission) else {
                 continue;
             };
             let item = SourceItem::Id {
@@ -276,8 +282,20 @@ impl IdSource {
 
     /// Counts one admission; for an ID to fetch, its number, first 404 and
     /// whether its content is due.
-    fn count(&mut self, admission: Admission) -> Option<(i64, Option<i64>, bool)> {
+    fn count(&mut self, id: &str, admission: Admission) -> Option<(i64, Option<i64>, bool)> {
         let counts = &mut self.counts;
+        let done = matches!(
+            admission,
+            Admission::AlreadyExported | Admission::AlreadyFailed
+        );
+        if done
+            && !self
+                .done_seen
+                .insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
+        {
+            counts.duplicates += 1;
+            return None;
+        }
         match admission {
             Admission::Duplicate => {
                 counts.duplicates += 1;

@@ -389,3 +389,36 @@ async fn idle_runs_leave_no_row_behind() {
     export(&settings(&sim, &input, &out, Format::Parquet)).await;
     assert_eq!(runs_table(&ledger).len(), 1);
 }
+
+/// A rerun over an input that lists each ID twice says what it saw: every
+/// distinct ID already exported once, the repeats skipped as duplicates.
+#[tokio::test]
+async fn a_rerun_counts_repeats_as_duplicates_not_as_exported_twice() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let once = ids(100, Duration::from_secs(3600), "twice");
+    let first = write_lines(dir.path(), "once.txt", &once);
+    assert_eq!(
+        export(&settings(&sim, &first, &out, Format::Parquet))
+            .await
+            .counts
+            .exported,
+        100
+    );
+    let doubled: Vec<String> = once.iter().chain(once.iter()).cloned().collect();
+    let input = write_lines(dir.path(), "twice.txt", &doubled);
+    let c = export(&settings(&sim, &input, &out, Format::Parquet))
+        .await
+        .counts;
+    assert_eq!(
+        (
+            c.input_lines,
+            c.ids,
+            c.already_exported,
+            c.duplicates_skipped,
+            c.exported
+        ),
+        (200, 100, 100, 100, 0)
+    );
+}
