@@ -198,6 +198,10 @@ pub struct ExportArgs {
     /// Fetch again the IDs earlier runs recorded as failed.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Fetch IDs dated before `state.retention` too (a backfill): the ledger
+    /// no longer knows whether they were exported.
+    #[arg(long)]
+    pub include_old: bool,
 }
 
 #[derive(Debug, Args)]

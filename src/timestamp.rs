@@ -36,6 +36,16 @@ pub fn instant(micros: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
 }
 
+/// When a generation started, from its `gen-<unix seconds>-…` ID, in
+/// microseconds; `None` for an ID without such a prefix.
+pub fn id_started_at(id: &str) -> Option<i64> {
+    let rest = id.strip_prefix("gen-")?;
+    let (secs, tail) = rest.split_once('-')?;
+    let plausible = (9..=11).contains(&secs.len()) && !tail.is_empty();
+    let secs: i64 = secs.parse().ok().filter(|_| plausible)?;
+    secs.checked_mul(1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,7 +63,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<Exit
                     break;
                 }
                 running.store(true, Ordering::SeqCst);
-                let options = RunOptions { retry_failed: false, follow: Some(follow.clone()) };
+                let options = RunOptions { follow: Some(follow.clone()), ..RunOptions::default() };
                 let finished = run_tick(&session, &tick_settings, options, &shutdown, &metrics).await;
                 running.store(false, Ordering::SeqCst);
                 if !finished {

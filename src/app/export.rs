@@ -26,6 +26,7 @@ pub async fn run(file: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitSt
     };
     let options = RunOptions {
         retry_failed: args.retry_failed,
+        include_old: args.include_old,
         ..RunOptions::default()
     };
     let report = export::run_in(&session, &settings, &options, stop, progress).await?;

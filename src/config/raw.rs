@@ -170,6 +170,10 @@ impl Default for RawOutput {
 pub struct RawState {
     /// Path of the ledger database; default `<output.dir>/_state/genledger.db`.
     pub path: Option<PathBuf>,
+    /// How long the ledger remembers exported IDs, by their generation's day
+    /// (e.g. "400days"); unset: for ever.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 /// `[export]`: what is exported besides metadata.

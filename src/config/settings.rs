@@ -81,6 +81,8 @@ pub struct Settings {
     pub fetch: FetchSettings,
     pub output: OutputSettings,
     pub state_path: PathBuf,
+    /// How long settled IDs are remembered (`state.retention`); `None`: for ever.
+    pub retention: Option<Duration>,
     /// Also export each generation's stored prompt and completion.
     pub content: bool,
     /// The daemon's schedule (`schedule.cron`), parsed.
@@ -135,6 +137,7 @@ impl Settings {
             fetch,
             output: resolve_output(raw).map_err(|(key, message)| invalid(key, message))?,
             state_path,
+            retention: raw.state.retention,
             content: raw.export.content,
             schedule,
             metrics_listen,

@@ -55,22 +55,7 @@ pub(super) async fn dispatch(
                 break 'chunks;
             }
             while tasks.try_join_next().is_some() {}
-            if let SourceItem::Invalid {
-                input,
-                line,
-                reason,
-            } = item
-            {
-                let message = format!("{input} line {line}: {reason}");
-                let row = FailureRow {
-                    id: String::new(),
-                    line: Some(line),
-                    reason: Reason::InvalidId,
-                    http_status: None,
-                    attempts: 0,
-                    message,
-                    first_404_micros: None,
-                };
+            if let Some(row) = unfetched(&item) {
                 if fanout.sink.send(Outcome::Failed(row)).await.is_err() {
                     break 'chunks;
                 }
@@ -103,7 +88,7 @@ async fn fetch_item(
     live: &LiveCounts,
 ) {
     let (id, seq, line, created_at) = match item {
-        SourceItem::Invalid { .. } => return,
+        SourceItem::Invalid { .. } | SourceItem::OutsideRetention { .. } => return,
         SourceItem::ContentOnly {
             id,
             seq,
@@ -169,4 +154,37 @@ fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {
         message: f.message,
         first_404_micros: f.first_404.map(timestamp::micros),
     }
+}
+
+/// The failure row of an item that is not fetched at all: an invalid line,
+/// or an ID dated before the retention window.
+fn unfetched(item: &SourceItem) -> Option<FailureRow> {
+    let (id, line, reason, message) = match item {
+        SourceItem::Invalid {
+            input,
+            line,
+            reason,
+        } => (
+            String::new(),
+            *line,
+            Reason::InvalidId,
+            format!("{input} line {line}: {reason}"),
+        ),
+        SourceItem::OutsideRetention { id, line } => (
+            id.clone(),
+            *line,
+            Reason::OutsideRetention,
+            "dated before `state.retention`: not fetched; `--include-old` fetches it".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(FailureRow {
+        id,
+        line: Some(line),
+        reason,
+        http_status: None,
+        attempts: 0,
+        message,
+        first_404_micros: None,
+    })
 }

@@ -62,7 +62,7 @@ pub(super) fn counts(source: SourceCounts, live: &LiveCounts, requests: &Request
     let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
     let exported = load(&live.exported);
     let failed = load(&live.failed);
-    let failed_ids = failed.saturating_sub(source.invalid);
+    let failed_ids = failed.saturating_sub(source.invalid + source.outside_retention);
     let content_exported = load(&live.content_exported);
     let content_failed = load(&live.content_failed);
     let content_due = load(&live.content_wanted) + source.content_only;
@@ -70,6 +70,7 @@ pub(super) fn counts(source: SourceCounts, live: &LiveCounts, requests: &Request
         input_lines: source.lines,
         ids: source.ids,
         invalid_lines: source.invalid,
+        outside_retention: source.outside_retention,
         duplicates_skipped: source.duplicates,
         already_exported: source.already_exported,
         previously_failed: source.previously_failed,

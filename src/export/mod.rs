@@ -35,7 +35,7 @@ pub use source::{Carried, QueueFiles};
 
 use crate::client::Client;
 use crate::config::Settings;
-use crate::ledger::{Checkpointer, Ledger};
+use crate::ledger::{AdmitRules, Checkpointer, Ledger};
 use crate::limiter::Pacer;
 use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, SinkOutput};
@@ -57,6 +57,8 @@ const SINK_QUEUE: usize = 2048;
 pub struct RunOptions {
     /// Re-queue IDs that earlier runs recorded as failed.
     pub retry_failed: bool,
+    /// Fetch IDs dated before `state.retention` too (a backfill).
+    pub include_old: bool,
     /// Follow the input: queue files are read from their saved offsets, and
     /// invalid stdin lines carried over from between runs are recorded.
     pub follow: Option<Follow>,
@@ -181,6 +183,7 @@ fn read_mode(settings: &Settings, options: &RunOptions) -> ReadMode {
         queues: options.follow.as_ref().map(|f| f.queues.clone()),
         carried: options.follow.as_ref().map(|f| f.carried.clone()),
         content: settings.content,
+        include_old: options.include_old,
     }
 }
 
@@ -205,7 +208,12 @@ async fn pipeline(
     let out_dir = &settings.output.dir;
     let _checkpointer = Checkpointer::start(&settings.state_path, out_dir)?;
     let (source_tx, source_rx) = mpsc::channel(SOURCE_QUEUE / source::CHUNK);
-    let source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
+    let mut source_ledger = Ledger::open_for_admission(&settings.state_path, out_dir)?;
+    source_ledger.set_admit_rules(AdmitRules {
+        content: settings.content,
+        first_kept_day: setup::first_kept_day(settings),
+        include_old: mode.include_old,
+    });
     source_ledger.leave_checkpoints_to_background()?;
     let source = IdSource::new(settings.inputs.clone(), source_ledger, run_no, mode);
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));

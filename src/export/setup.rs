@@ -12,7 +12,7 @@ use super::manifest::Manifest;
 use crate::client::RequestCounters;
 use crate::config::{Input, Settings};
 use crate::layout;
-use crate::ledger::{Ledger, Reconciled, StateLock};
+use crate::ledger::{Ledger, Pruned, Reconciled, StateLock};
 use crate::limiter::Pacer;
 use crate::timestamp::now_formatted;
 
@@ -108,6 +108,17 @@ impl Session {
                 "settled what an earlier run left unfinished"
             );
         }
+        let pruned = ledger
+            .prune(first_kept_day(settings), false, false)
+            .context("failed to keep the ledger small (retention, compaction)")?;
+        if pruned != Pruned::default() {
+            tracing::info!(
+                days_dropped = pruned.days_dropped,
+                ids_dropped = pruned.ids_dropped,
+                days_compacted = pruned.days_compacted,
+                "ledger upkeep"
+            );
+        }
         if retry_failed {
             let (requeued, content) = ledger.requeue_failed()?;
             tracing::info!(
@@ -198,6 +209,14 @@ pub(super) fn check_run(settings: &Settings, follow: bool) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The first day (since the epoch, UTC) `state.retention` keeps.
+pub fn first_kept_day(settings: &Settings) -> Option<i64> {
+    let retention = settings.retention?;
+    let now = chrono::Utc::now().timestamp();
+    let start = now - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2);
+    Some(start.div_euclid(86_400))
 }
 
 /// `20261121T213000Z-3fa9`: sortable by start time, unique per process.

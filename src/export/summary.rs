@@ -36,6 +36,8 @@ pub struct Counts {
     pub retries: u64,
     /// IDs left to other shards (`--shard`).
     pub other_shards: u64,
+    /// IDs dated before `state.retention`: not fetched, listed as failed.
+    pub outside_retention: u64,
 }
 
 impl Counts {
@@ -60,6 +62,7 @@ impl Counts {
             rate_limited,
             retries,
             other_shards,
+            outside_retention,
         } = *self;
         [
             ids,
@@ -78,6 +81,7 @@ impl Counts {
             rate_limited,
             retries,
             other_shards,
+            outside_retention,
         ]
         .iter()
         .all(|&n| n == 0)
@@ -185,6 +189,12 @@ impl RunReport {
                 c.content_exported, c.content_failed, c.content_pending
             )?;
         }
+        self.write_earlier(f)
+    }
+
+    /// What the input offered that this run did not fetch.
+    fn write_earlier(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
         writeln!(
             f,
             "  already exported   {:>10}  (by earlier runs)",
@@ -205,6 +215,13 @@ impl RunReport {
             )?;
         }
         writeln!(f, "  duplicates skipped {:>10}", c.duplicates_skipped)?;
+        if c.outside_retention > 0 {
+            writeln!(
+                f,
+                "  outside retention  {:>10}  (older than state.retention; --include-old fetches them)",
+                c.outside_retention
+            )?;
+        }
         if c.other_shards > 0 {
             writeln!(
                 f,

@@ -2,12 +2,70 @@
 //! runs left over, and how far each queue file was read (saved in the same
 //! transaction as the IDs those bytes held).
 
+use std::collections::BTreeSet;
+
 use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::content::content_due;
-use super::{Admission, Ledger, LedgerError, Leftover, QueueOffset, schema};
+use super::{Admission, AdmitRules, Ledger, LedgerError, Leftover, QueueOffset, schema, settled};
+
+/// What to do with one offered ID (`key` its 64-bit key), recording it.
+fn admit_one(
+    tx: &Connection,
+    days: &BTreeSet<i64>,
+    rules: AdmitRules,
+    (id, key): (&str, i64),
+    run_no: i64,
+    now_micros: i64,
+) -> rusqlite::Result<Admission> {
+    let mut get = tx.prepare_cached(
+        "SELECT seq, status, last_run, first_404, content_status FROM ids
+         WHERE key = ?1 AND id = ?2",
+    )?;
+    if let Some(known) = Known::find(&mut get, key, id)? {
+        let admission = known.admission(run_no);
+        if matches!(admission, Admission::Fetch { .. }) {
+            tx.prepare_cached("UPDATE ids SET last_run = ?2, content_wanted = ?3 WHERE seq = ?1")?
+                .execute(params![known.seq, run_no, rules.content])?;
+        }
+        return Ok(admission);
+    }
+    let add = |status: i64| -> rusqlite::Result<i64> {
+        tx.prepare_cached(
+            "INSERT INTO ids (key, id, status, first_seen, last_run, content_wanted)
+             VALUES (?1, ?2, ?5, ?3, ?4, ?6)",
+        )?
+        .execute(params![key, id, now_micros, run_no, status, rules.content])?;
+        Ok(tx.last_insert_rowid())
+    };
+    Ok(match settled::lookup(tx, days, id)? {
+        Some(0) if rules.content => Admission::ContentDue { seq: add(1)? },
+        Some(_) => Admission::AlreadyExported,
+        None if rules.is_outside(id) => Admission::OutsideRetention,
+        None => Admission::Fetch {
+            seq: add(0)?,
+            first_404_micros: None,
+            content_due: true,
+        },
+    })
+}
+
+impl AdmitRules {
+    /// Whether an ID unknown to the ledger is dated before the window.
+    fn is_outside(&self, id: &str) -> bool {
+        match (self.first_kept_day, settled::prefix_day(id)) {
+            (Some(first), Some(day)) => day < first && !self.include_old,
+            _ => false,
+        }
+    }
+}
 
 impl Ledger {
+    /// How this connection's admissions treat content and retention.
+    pub fn set_admit_rules(&mut self, rules: AdmitRules) {
+        self.rules = rules;
+    }
+
     /// Re-queues every failed ID, and every failed content (`--retry-failed`);
     /// returns how many of each.
     pub fn requeue_failed(&mut self) -> Result<(u64, u64), LedgerError> {
@@ -34,6 +92,7 @@ impl Ledger {
         now_micros: i64,
         offset: Option<&QueueOffset>,
     ) -> Result<Vec<Admission>, LedgerError> {
+        let rules = self.rules;
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(offset) = offset {
@@ -46,35 +105,9 @@ impl Ledger {
             let mut order: Vec<usize> = (0..ids.len()).collect();
             order.sort_by_key(|&i| keys[i]);
             let mut out = vec![Admission::Duplicate; ids.len()];
-            {
-                let mut get = tx.prepare_cached(
-                    "SELECT seq, status, last_run, first_404, content_status FROM ids
-                     WHERE key = ?1 AND id = ?2",
-                )?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, ?3, ?4)",
-                )?;
-                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
-                for at in order {
-                    let (id, key) = (ids[at], keys[at]);
-                    out[at] = match Known::find(&mut get, key, id)? {
-                        None => {
-                            insert.execute(params![key, id, now_micros, run_no])?;
-                            Admission::Fetch {
-                                seq: tx.last_insert_rowid(),
-                                first_404_micros: None,
-                                content_due: true,
-                            }
-                        }
-                        Some(known) => {
-                            let admission = known.admission(run_no);
-                            if matches!(admission, Admission::Fetch { .. }) {
-                                touch.execute(params![known.seq, run_no])?;
-                            }
-                            admission
-                        }
-                    };
-                }
+            let days = settled::days(&tx)?;
+            for at in order {
+                out[at] = admit_one(&tx, &days, rules, (ids[at], keys[at]), run_no, now_micros)?;
             }
             tx.commit()?;
             Ok(out)
@@ -155,6 +188,7 @@ impl Ledger {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Leftover>, LedgerError> {
+        let content = self.rules.content;
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let rows: Vec<Leftover> = {
@@ -171,9 +205,11 @@ impl Ledger {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             {
-                let mut touch = tx.prepare_cached("UPDATE ids SET last_run = ?2 WHERE seq = ?1")?;
+                let mut touch = tx.prepare_cached(
+                    "UPDATE ids SET last_run = ?2, content_wanted = ?3 WHERE seq = ?1",
+                )?;
                 for row in &rows {
-                    touch.execute(params![row.seq, run_no])?;
+                    touch.execute(params![row.seq, run_no, content])?;
                 }
             }
             tx.commit()?;

@@ -17,6 +17,7 @@
 use rusqlite::{TransactionBehavior, params};
 
 use super::content::CONTENT_KIND;
+use super::settled::{self, Settling};
 use super::{FILE_COMMITTED, FILE_OPEN, FILE_STAGED, Ledger, LedgerError};
 use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile};
 
@@ -148,6 +149,7 @@ impl Ledger {
                     rusqlite::params_from_iter(&generations),
                 )?;
             }
+            settle_committed(&tx, file_ids)?;
             tx.commit()
         });
         tracing::debug!(
@@ -157,6 +159,40 @@ impl Ledger {
         );
         marked
     }
+}
+
+/// Moves the committed files' IDs that are now settled into their days'
+/// tables, and forgets the files' row links: they are needed only until a
+/// file is committed (reconciliation settles only uncommitted files).
+fn settle_committed(tx: &rusqlite::Transaction<'_>, file_ids: &[i64]) -> rusqlite::Result<()> {
+    let rows: Vec<Settling> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT DISTINCT i.seq, i.id, coalesce(i.content_status, 0), i.created_at
+             FROM file_rows f JOIN ids i ON i.seq = f.seq
+             WHERE f.file_id IN ({}) AND i.status = 1
+             AND (i.content_status = 1 OR coalesce(i.content_wanted, 0) = 0)
+             ORDER BY i.seq",
+            placeholders(file_ids.len())
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(file_ids), |r| {
+            Ok(Settling {
+                seq: Some(r.get(0)?),
+                id: r.get(1)?,
+                content: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    settled::settle(tx, &rows, chrono::Utc::now().timestamp_micros())?;
+    tx.execute(
+        &format!(
+            "DELETE FROM file_rows WHERE file_id IN ({})",
+            placeholders(file_ids.len())
+        ),
+        rusqlite::params_from_iter(file_ids),
+    )?;
+    Ok(())
 }
 
 /// `?, ?, …` for a list of `n` parameters.

@@ -4,6 +4,8 @@
 
 use rusqlite::{TransactionBehavior, params};
 
+use super::settled;
+
 use super::{Ledger, LedgerError, Leftover, tally_by_status};
 use crate::layout;
 use crate::record::{FailureRow, IdStatus};
@@ -64,10 +66,17 @@ impl Ledger {
     /// (pending or never fetched, exported, failed).
     pub fn content_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
         self.sql(|c| {
-            tally_by_status(
+            let (due, mut exported, failed) = tally_by_status(
                 c,
                 "SELECT coalesce(content_status, 0), count(*) FROM ids WHERE status = 1 GROUP BY 1",
-            )
+            )?;
+            // Settled IDs: content exported (1), or never fetched (0, not due
+            // until an input offers the ID to a run with content on).
+            for day in settled::days(c)? {
+                let sql = format!("SELECT count(*) FROM {} WHERE s = 1", settled::table(day));
+                exported += c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64;
+            }
+            Ok((due, exported, failed))
         })
     }
 }

@@ -8,12 +8,15 @@ use rusqlite::Connection;
 /// `Gldr`, in SQLite's header; `file(1)` and other tools see it too.
 const APPLICATION_ID: i32 = 0x476c_6472;
 
-/// The layout this version writes. Ledgers from before the mark have 0.
-pub(super) const LAYOUT_VERSION: i32 = 1;
+/// The layout this version writes. Ledgers from before the mark have 0;
+/// 1 kept every ID in `ids`; 2 moves settled IDs to tables of their day.
+pub(super) const LAYOUT_VERSION: i32 = 2;
 
 /// The tables genledger has ever made. An unmarked database holding only
 /// these is an older genledger ledger.
-const OUR_TABLES: [&str; 8] = [
+const OUR_TABLES: [&str; 10] = [
+    "days",
+    "undated",
     "ids",
     "file_rows",
     "files",
@@ -53,12 +56,20 @@ pub(super) fn identify(c: &Connection) -> rusqlite::Result<Identity> {
     let tables = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let foreign = application_id != 0 || tables.iter().any(|t| !OUR_TABLES.contains(&t.as_str()));
+    let foreign = application_id != 0
+        || tables
+            .iter()
+            .any(|t| !OUR_TABLES.contains(&t.as_str()) && !t.starts_with("settled_"));
     Ok(if foreign {
         Identity::Foreign(tables)
     } else {
         Identity::Unmarked
     })
+}
+
+/// The layout the database says it holds (0 when unmarked).
+pub(super) fn version(c: &Connection) -> rusqlite::Result<i32> {
+    c.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
 /// Marks the database as a ledger in the current layout.

@@ -11,7 +11,9 @@ mod identity;
 mod lock;
 mod reconcile;
 mod restore;
+mod retention;
 mod schema;
+mod settled;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use identity::Identity;
 pub use lock::StateLock;
 pub use reconcile::{CommittedFile, DeadRun, Reconciled};
 pub use restore::{RestoredFile, RestoredRun, Side};
+pub use retention::Pruned;
 
 use crate::atomic_file::FileError;
 use crate::layout;
@@ -81,8 +84,27 @@ pub enum Admission {
     },
     AlreadyExported,
     AlreadyFailed,
+    /// Exported by a run with content off, offered to a run with content on:
+    /// fetch its content only. `seq` is its (new) row in the working set.
+    ContentDue {
+        seq: i64,
+    },
+    /// Its day is older than `state.retention`: the ledger no longer knows
+    /// whether it was exported, so it is not fetched (see `--include-old`).
+    OutsideRetention,
     /// Offered earlier in this same run.
     Duplicate,
+}
+
+/// How admission treats what it finds, beyond the ledger's contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdmitRules {
+    /// The run fetches content.
+    pub content: bool,
+    /// The first day (since the epoch, UTC) that retention keeps.
+    pub first_kept_day: Option<i64>,
+    /// Fetch IDs older than the retention window anyway (a backfill).
+    pub include_old: bool,
 }
 
 /// An ID left unfinished by earlier runs: its metadata (or, on the content
@@ -106,6 +128,7 @@ pub struct Ledger {
     path: PathBuf,
     /// Output root; file paths in the ledger are relative to it.
     out_dir: PathBuf,
+    rules: AdmitRules,
 }
 
 /// How far a queue file has been read: up to `offset` bytes (`lines` lines)
@@ -148,6 +171,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             out_dir: out_dir.to_owned(),
+            rules: AdmitRules::default(),
         };
         let identity = ledger.sql(|c| {
             c.busy_timeout(Duration::from_secs(30))?;
@@ -169,11 +193,17 @@ impl Ledger {
             Identity::Ours | Identity::Unmarked => {}
         }
         ledger.sql(|c| {
+            if schema::is_empty(c)? {
+                // Freed pages (dropped days, settled rows) can be handed
+                // back to the file system; only settable before any table.
+                c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            }
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", synchronous)?;
             schema::upgrade(c)?;
             c.execute_batch(schema::SCHEMA)?;
             schema::add_columns(c)?;
+            schema::settle_older_layout(c)?;
             if identity == Identity::Unmarked {
                 identity::mark(c)?;
             }
@@ -257,7 +287,10 @@ impl Ledger {
                      last_error = ?7, first_404 = coalesce(first_404, ?8)
                      WHERE key = ?1 AND id = ?2 AND status != 1",
                 )?;
-                for row in rows.iter().filter(|r| r.reason != Reason::InvalidId) {
+                for row in rows
+                    .iter()
+                    .filter(|r| !matches!(r.reason, Reason::InvalidId | Reason::OutsideRetention))
+                {
                     update.execute(params![
                         schema::id_key(&row.id),
                         row.id,
@@ -307,25 +340,32 @@ impl Ledger {
 
     /// Counts of IDs by status: (pending, exported, failed).
     pub fn status_counts(&self) -> Result<(u64, u64, u64), LedgerError> {
-        self.sql(|c| tally_by_status(c, "SELECT status, count(*) FROM ids GROUP BY status"))
+        self.sql(|c| {
+            let (pending, exported, failed) =
+                tally_by_status(c, "SELECT status, count(*) FROM ids GROUP BY status")?;
+            let settled: i64 =
+                c.query_row("SELECT coalesce(sum(rows), 0) FROM days", [], |r| r.get(0))?;
+            Ok((pending, exported + settled as u64, failed))
+        })
     }
 
     /// The status of one ID, if known.
     pub fn status_of(&self, id: &str) -> Result<Option<IdStatus>, LedgerError> {
         self.sql(|c| {
-            c.query_row(
-                "SELECT status FROM ids WHERE key = ?1 AND id = ?2",
-                params![schema::id_key(id), id],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|s| {
-                s.map(|s| match s {
-                    0 => IdStatus::Pending,
-                    1 => IdStatus::Exported,
-                    _ => IdStatus::Failed,
-                })
-            })
+            let rich = c
+                .query_row(
+                    "SELECT status FROM ids WHERE key = ?1 AND id = ?2",
+                    params![schema::id_key(id), id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            let status = match rich {
+                Some(0) => Some(IdStatus::Pending),
+                Some(1) => Some(IdStatus::Exported),
+                Some(_) => Some(IdStatus::Failed),
+                None => settled::lookup(c, &settled::days(c)?, id)?.map(|_| IdStatus::Exported),
+            };
+            Ok(status)
         })
     }
 }

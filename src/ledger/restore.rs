@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::settled::{self, Settling};
 use super::{FILE_COMMITTED, Ledger, LedgerError, schema};
 use crate::record::IdStatus;
 
@@ -94,35 +95,97 @@ impl Ledger {
         status: IdStatus,
         reason: Option<&str>,
     ) -> Result<(), LedgerError> {
-        let (status_column, reason_column) = match side {
-            Side::Metadata => ("status", "reason"),
-            Side::Content => ("content_status", "content_reason"),
-        };
+        let now = chrono::Utc::now().timestamp_micros();
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut find = tx.prepare_cached("SELECT seq FROM ids WHERE key = ?1 AND id = ?2")?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, 0, 0)",
+            let mut days = settled::days(&tx)?;
+            for (id, created_at) in ids {
+                let key = schema::id_key(id);
+                let seq: Option<i64> = tx
+                    .prepare_cached("SELECT seq FROM ids WHERE key = ?1 AND id = ?2")?
+                    .query_row(params![key, id], |r| r.get(0))
+                    .optional()?;
+                restore_one(
+                    &tx,
+                    &mut days,
+                    (id, *created_at, seq),
+                    side,
+                    status,
+                    reason,
+                    now,
                 )?;
-                let mut update = tx.prepare_cached(&format!(
-                    "UPDATE ids SET {status_column} = ?2, {reason_column} = ?3,
-                     created_at = coalesce(created_at, ?4)
-                     WHERE seq = ?1 AND coalesce({status_column}, 0) != 1"
-                ))?;
-                for (id, created_at) in ids {
-                    let key = schema::id_key(id);
-                    let seq = match find.query_row(params![key, id], |r| r.get::<_, i64>(0)).optional()? {
-                        Some(seq) => seq,
-                        None => {
-                            insert.execute(params![key, id])?;
-                            tx.last_insert_rowid()
-                        }
-                    };
-                    update.execute(params![seq, status as i64, reason, created_at])?;
-                }
             }
             tx.commit()
         })
     }
+}
+
+/// Restores one ID's end on one side; `row` is (id, created_at, its row in
+/// `ids` if it has one).
+fn restore_one(
+    tx: &rusqlite::Transaction<'_>,
+    days: &mut std::collections::BTreeSet<i64>,
+    (id, created_at, seq): (&String, Option<i64>, Option<i64>),
+    side: Side,
+    status: IdStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let key = schema::id_key(id);
+    let settling = |content| Settling {
+        seq,
+        id: id.clone(),
+        content,
+        created_at,
+    };
+    let known = settled::lookup(tx, days, id)?;
+    match (side, status) {
+        // An exported generation keeps whatever its content has;
+        // one kept in `ids` (its content failed) stays there.
+        (Side::Metadata, IdStatus::Exported) => match seq {
+            Some(seq) => {
+                tx.execute(
+                    "UPDATE ids SET status = 1, reason = NULL WHERE seq = ?1",
+                    [seq],
+                )?;
+            }
+            None => settled::put(tx, days, &settling(0), now, false)?,
+        },
+        (Side::Content, IdStatus::Exported) => settled::put(tx, days, &settling(1), now, true)?,
+        (Side::Content, IdStatus::Failed) if known != Some(1) => {
+            keep_failed(tx, (key, id, seq), side, reason)?
+        }
+        (Side::Metadata, IdStatus::Failed) if known.is_none() => {
+            keep_failed(tx, (key, id, seq), side, reason)?
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A failure stays retryable, with its text, in `ids`: the metadata's (never
+/// over an export) or the content's.
+fn keep_failed(
+    tx: &rusqlite::Transaction<'_>,
+    (key, id, seq): (i64, &str, Option<i64>),
+    side: Side,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
+    let (update, insert) = match side {
+        Side::Content => (
+            "UPDATE ids SET content_status = 2, content_reason = ?2 WHERE seq = ?1",
+            "INSERT INTO ids (key, id, status, first_seen, last_run, content_status, content_reason)
+             VALUES (?1, ?2, 1, 0, 0, 2, ?3)",
+        ),
+        Side::Metadata => (
+            "UPDATE ids SET status = 2, reason = ?2 WHERE seq = ?1 AND status != 1",
+            "INSERT INTO ids (key, id, status, first_seen, last_run, reason)
+             VALUES (?1, ?2, 2, 0, 0, ?3)",
+        ),
+    };
+    match seq {
+        Some(seq) => tx.execute(update, params![seq, reason])?,
+        None => tx.execute(insert, params![key, id, reason])?,
+    };
+    Ok(())
 }

@@ -77,6 +77,15 @@ CREATE TABLE IF NOT EXISTS learned_rates (
     rate REAL NOT NULL,
     learned_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS days (
+    day INTEGER PRIMARY KEY,
+    rows INTEGER NOT NULL,
+    compacted_rows INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS undated (
+    k BLOB PRIMARY KEY,
+    day INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue_offsets (
     path TEXT PRIMARY KEY,
     inode INTEGER NOT NULL,
@@ -118,9 +127,12 @@ pub(super) fn upgrade(c: &Connection) -> rusqlite::Result<()> {
 
 /// Columns added after a table's layout was set, as (table, column, type); a
 /// ledger that lacks one gets it (NULL in every existing row).
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     // When the first 404 for the ID came (microseconds), for the 404 window.
     ("ids", "first_404", "INTEGER"),
+    // Whether the run that last took the ID fetches content: an exported ID
+    // whose content is not wanted settles at once.
+    ("ids", "content_wanted", "INTEGER"),
     // Why a run ended with an error, for the runs that did.
     ("runs", "message", "TEXT"),
 ];
@@ -248,4 +260,78 @@ fn copy_file_rows(c: &Connection) -> rusqlite::Result<()> {
         link.execute(params![file_id, seq, created])?;
     }
     Ok(())
+}
+
+/// Whether the database holds no table yet (a new ledger).
+pub(super) fn is_empty(c: &Connection) -> rusqlite::Result<bool> {
+    let tables: i64 = c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok(tables == 0)
+}
+
+/// Brings a ledger of layout 0 or 1 (every ID in `ids`) into layout 2: each
+/// exported ID whose content is settled or was never asked for moves to its
+/// day's table. One transaction, so a process killed half-way leaves the
+/// old layout whole and the next start does it again; two openers cannot
+/// both do it.
+pub(super) fn settle_older_layout(c: &Connection) -> rusqlite::Result<()> {
+    let current = |c: &Connection| -> rusqlite::Result<bool> {
+        Ok(super::identity::version(c)? >= super::identity::LAYOUT_VERSION)
+    };
+    let marked_current = current(c)?;
+    let has_rows: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM ids WHERE status = 1)",
+        [],
+        |r| r.get(0),
+    )?;
+    if marked_current || !has_rows {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let moved = if current(c)? { Ok(0) } else { settle_all(c) };
+    match moved {
+        Ok(moved) => {
+            super::identity::mark(c)?;
+            c.execute_batch("COMMIT")?;
+            tracing::info!(
+                ids = moved,
+                ms = started.elapsed().as_millis() as u64,
+                "moved settled IDs into the compact layout (once)"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Settles every exported ID whose content is settled or was never fetched.
+fn settle_all(c: &Connection) -> rusqlite::Result<u64> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut moved = 0;
+    loop {
+        let rows: Vec<super::settled::Settling> = {
+            let mut stmt = c.prepare(
+                "SELECT seq, id, coalesce(content_status, 0), created_at FROM ids
+                 WHERE status = 1 AND (content_status IS NULL OR content_status = 1)
+                 ORDER BY seq LIMIT 16384",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(super::settled::Settling {
+                    seq: Some(r.get(0)?),
+                    id: r.get(1)?,
+                    content: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if rows.is_empty() {
+            return Ok(moved);
+        }
+        moved += rows.len() as u64;
+        super::settled::settle(c, &rows, now)?;
+    }
 }

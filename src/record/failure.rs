@@ -31,6 +31,9 @@ pub enum Reason {
     ContentStopped,
     /// Content pending: still 404 inside its window after this run's tries.
     ContentNotYetFound,
+    /// Dated before `state.retention`: the ledger no longer knows whether it
+    /// was exported, so it was not fetched (`--include-old` fetches it).
+    OutsideRetention,
 }
 
 impl Reason {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::ContentRetriesExhausted => "content_retries_exhausted",
             Reason::ContentStopped => "content_stopped",
             Reason::ContentNotYetFound => "content_not_yet_found",
+            Reason::OutsideRetention => "outside_retention",
         }
     }
 
@@ -60,7 +64,8 @@ impl Reason {
     }
 
     /// Every reason, for [`Reason::parse`].
-    const ALL: [Reason; 15] = [
+    const ALL: [Reason; 16] = [
+        Reason::OutsideRetention,
         Reason::InvalidId,
         Reason::NotFound,
         Reason::HttpError,

@@ -34,6 +34,9 @@ pub enum SourceItem {
         line: u64,
         reason: String,
     },
+    /// An ID dated before `state.retention`: listed as failed with reason
+    /// `outside_retention`, not fetched.
+    OutsideRetention { id: String, line: u64 },
 }
 
 /// Totals of what the source read and decided.
@@ -55,6 +58,8 @@ pub struct SourceCounts {
     pub to_fetch: u64,
     /// IDs handed on for their content only (metadata exported earlier).
     pub content_only: u64,
+    /// IDs dated before `state.retention`, not fetched.
+    pub outside_retention: u64,
 }
 
 /// Errors that stop reading.

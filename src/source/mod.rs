@@ -6,6 +6,7 @@
 //! pending. [`queue`] tracks how far the daemon's queue files were read;
 //! [`stdin`] feeds the daemon's stdin to the ledger between ticks.
 
+mod admit;
 mod item;
 mod line;
 mod queue;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use admit::Admitted;
 pub use item::{CHUNK, ItemSender, SourceCounts, SourceError, SourceItem};
 pub use line::{LineKind, MAX_ID_BYTES, MAX_LINE_BYTES, parse_line};
 use line::{classify, read_line_capped};
@@ -26,8 +28,9 @@ use queue::Segment;
 pub use stdin::feed_stdin;
 
 use crate::config::Input;
-use crate::ledger::{Admission, Ledger, LedgerError, Leftover, QueueOffset};
+use crate::ledger::{Ledger, LedgerError, Leftover, QueueOffset};
 use crate::shard::Shard;
+use crate::timestamp::id_started_at;
 
 /// IDs decided by the ledger in one transaction. New IDs land at random
 /// places in the ledger's key index, and every page a transaction touches is
@@ -61,6 +64,8 @@ pub struct ReadMode {
     /// Content export is on: IDs carry whether their content is due, and
     /// exported IDs with content due are sent after the leftovers.
     pub content: bool,
+    /// Fetch IDs dated before the retention window too.
+    pub include_old: bool,
 }
 
 /// Streams the IDs of every input, in order, asking the ledger which are new,
@@ -261,15 +266,23 @@ impl IdSource {
         );
         let mut open = true;
         for ((id, line), admission) in batch.into_iter().zip(admissions) {
-            let Some((seq, first_404_micros, content_due)) = self.count(&id, admission) else {
-                continue;
-            };
-            let item = SourceItem::Id {
-                id,
-                seq,
-                line: Some(line),
-                first_404_micros,
-                content: self.mode.content && content_due,
+            let item = match self.count(&id, admission) {
+                Admitted::Nothing => continue,
+                Admitted::Fetch(seq, first_404_micros, content_due) => SourceItem::Id {
+                    id,
+                    seq,
+                    line: Some(line),
+                    first_404_micros,
+                    content: self.mode.content && content_due,
+                },
+                // The ledger keeps no `created_at` for a settled ID: its
+                // content is dated by the second its ID names.
+                Admitted::ContentOnly(seq) => SourceItem::ContentOnly {
+                    created_at: id_started_at(&id),
+                    id,
+                    seq,
+                },
+                Admitted::OutsideRetention => SourceItem::OutsideRetention { id, line },
             };
             // Once the dispatcher is gone (the run stopped), the rest of the
             // batch is still counted: the ledger holds it as pending, and the
@@ -278,43 +291,6 @@ impl IdSource {
         }
         // A slow input (a pipe) must not hold admitted IDs back.
         Ok(open && tx.flush())
-    }
-
-    /// Counts one admission; for an ID to fetch, its number, first 404 and
-    /// whether its content is due.
-    fn count(&mut self, id: &str, admission: Admission) -> Option<(i64, Option<i64>, bool)> {
-        let counts = &mut self.counts;
-        let done = matches!(
-            admission,
-            Admission::AlreadyExported | Admission::AlreadyFailed
-        );
-        if done
-            && !self
-                .done_seen
-                .insert(xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
-        {
-            counts.duplicates += 1;
-            return None;
-        }
-        match admission {
-            Admission::Duplicate => {
-                counts.duplicates += 1;
-                return None;
-            }
-            Admission::AlreadyExported => counts.already_exported += 1,
-            Admission::AlreadyFailed => counts.previously_failed += 1,
-            Admission::Fetch {
-                seq,
-                first_404_micros,
-                content_due,
-            } => {
-                counts.ids += 1;
-                counts.to_fetch += 1;
-                return Some((seq, first_404_micros, content_due));
-            }
-        }
-        counts.ids += 1;
-        None
     }
 
     /// Sends the IDs earlier runs left pending that the input did not list;
@@ -405,6 +381,7 @@ mod tests {
                 SourceItem::Id { id, line, .. } => format!("{id}@{}", line.unwrap_or(0)),
                 SourceItem::ContentOnly { id, .. } => format!("{id}@content"),
                 SourceItem::Invalid { line, .. } => format!("invalid@{line}"),
+                SourceItem::OutsideRetention { id, .. } => format!("{id}@old"),
             })
             .collect()
     }

@@ -12,6 +12,7 @@ mod faults;
 mod limits;
 mod network;
 mod report;
+mod retention;
 mod roundtrip;
 mod state;
 mod support;

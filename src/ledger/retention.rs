@@ -1,0 +1,101 @@
+//! Keeping the ledger small: whole days dropped past the retention window,
+//! closed days rewritten compactly, and freed pages handed back.
+
+use rusqlite::params;
+
+use super::{Ledger, LedgerError, settled};
+
+/// What one pass of upkeep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Days dropped for being older than the window, and the IDs they held.
+    pub days_dropped: u64,
+    pub ids_dropped: u64,
+    /// Failed IDs first seen before the window, forgotten.
+    pub failed_dropped: u64,
+    /// Day tables rewritten in key order.
+    pub days_compacted: u64,
+}
+
+/// A day table is rewritten once it holds this much more than when it was
+/// last compacted (late IDs keep arriving for recent days).
+const RECOMPACT_GROWTH: f64 = 1.1;
+
+impl Ledger {
+    /// Applies retention (days before `first_kept_day` go) and compacts the
+    /// day tables that need it: closed days (before yesterday), or every day
+    /// with `all`. With `dry_run`, reports what would go and changes nothing.
+    pub fn prune(
+        &mut self,
+        first_kept_day: Option<i64>,
+        all: bool,
+        dry_run: bool,
+    ) -> Result<Pruned, LedgerError> {
+        let today = settled::day_of_micros(chrono::Utc::now().timestamp_micros());
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut done = Pruned::default();
+            if let Some(first) = first_kept_day {
+                drop_old(&tx, first, dry_run, &mut done)?;
+            }
+            let due: Vec<i64> = {
+                let mut stmt = tx.prepare(
+                    "SELECT day FROM days WHERE rows > 0 AND rows > compacted_rows * ?1
+                     AND (?2 OR day < ?3) ORDER BY day",
+                )?;
+                let days =
+                    stmt.query_map(params![RECOMPACT_GROWTH, all, today - 1], |r| r.get(0))?;
+                days.collect::<rusqlite::Result<_>>()?
+            };
+            done.days_compacted = due.len() as u64;
+            if !dry_run {
+                for day in due {
+                    settled::compact(&tx, day)?;
+                }
+            }
+            tx.commit()?;
+            if !dry_run {
+                // Hands freed pages back to the file system (a no-op for a
+                // ledger made before incremental vacuum was switched on).
+                c.execute_batch("PRAGMA incremental_vacuum")?;
+            }
+            Ok(done)
+        })
+    }
+}
+
+/// Drops (or, dry, counts) what is older than `first`: day tables, their
+/// undated index entries, and failed IDs first seen before it.
+fn drop_old(
+    tx: &rusqlite::Transaction<'_>,
+    first: i64,
+    dry_run: bool,
+    done: &mut Pruned,
+) -> rusqlite::Result<()> {
+    let (days, ids) = if dry_run {
+        tx.query_row(
+            "SELECT count(*), coalesce(sum(rows), 0) FROM days WHERE day < ?1",
+            [first],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?
+    } else {
+        settled::drop_before(tx, first)?
+    };
+    done.days_dropped = days;
+    done.ids_dropped = ids;
+    let cutoff = first * 86_400_000_000;
+    let failed = if dry_run {
+        tx.query_row(
+            "SELECT count(*) FROM ids WHERE status = 2 AND first_seen < ?1",
+            [cutoff],
+            |r| r.get::<_, i64>(0),
+        )? as u64
+    } else {
+        tx.execute(
+            "DELETE FROM ids WHERE status = 2 AND first_seen < ?1",
+            [cutoff],
+        )? as u64
+    };
+    done.failed_dropped = failed;
+    Ok(())
+}
