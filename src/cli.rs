@@ -104,6 +104,28 @@ pub enum StateCommand {
     /// Recreate a lost or emptied ledger from the output directory's manifests
     /// and committed files (a ledger already there is kept beside it, renamed).
     Rebuild(ConfigArgs),
+    /// What the ledger holds: IDs by status and by day, files, runs, size.
+    Info(StateArgs),
+    /// Apply `state.retention` now and rewrite every day compactly.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub flags: RunFlags,
+    /// Human-readable text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Say what would go, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags that override configuration keys.

@@ -2,13 +2,38 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use super::load_settings;
-use crate::cli::StateCommand;
+use crate::cli::{StateArgs, StateCommand, SummaryFormat};
+use crate::config::Settings;
 use crate::exit::ExitStatus;
+use crate::export::first_kept_day;
+use crate::ledger::{Ledger, LedgerInfo, Pruned, StateLock};
 use crate::state::rebuild;
 
 pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitStatus> {
     match command {
+        StateCommand::Info(args) => {
+            let (settings, ledger, _lock) = open(file, &args)?;
+            let info = ledger.info()?;
+            print_info(&settings, &info, args.format)?;
+            Ok(ExitStatus::Success)
+        }
+        StateCommand::Prune(args) => {
+            let (settings, mut ledger, _lock) = open(file, &args.state)?;
+            let before = ledger.info()?.bytes;
+            let pruned = ledger.prune(first_kept_day(&settings), true, args.dry_run)?;
+            let after = ledger.info()?.bytes;
+            match args.state.format {
+                SummaryFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"dry_run": args.dry_run, "pruned": pruned, "bytes_before": before, "bytes_after": after})
+                ),
+                SummaryFormat::Text => print_pruned(&pruned, args.dry_run, before, after),
+            }
+            Ok(ExitStatus::Success)
+        }
         StateCommand::Rebuild(args) => {
             let settings = load_settings(file, &args.flags)?;
             let done = rebuild::rebuild(&settings)?;
@@ -47,4 +72,68 @@ pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitSta
             Ok(ExitStatus::Partial)
         }
     }
+}
+
+/// The settings, the ledger (which must exist) and the state lock.
+fn open(file: Option<&Path>, args: &StateArgs) -> anyhow::Result<(Settings, Ledger, StateLock)> {
+    let settings = load_settings(file, &args.flags)?;
+    let path = &settings.state_path;
+    if !path.is_file() {
+        anyhow::bail!(
+            "no ledger at `{}` (set `--output` or `state.path`)",
+            path.display()
+        );
+    }
+    let lock = StateLock::acquire(path)?;
+    let ledger = Ledger::open(path, &settings.output.dir)
+        .with_context(|| format!("cannot open the ledger `{}`", path.display()))?;
+    Ok((settings, ledger, lock))
+}
+
+fn print_info(settings: &Settings, info: &LedgerInfo, format: SummaryFormat) -> anyhow::Result<()> {
+    if format == SummaryFormat::Json {
+        println!("{}", serde_json::to_string_pretty(info)?);
+        return Ok(());
+    }
+    let retention = settings.retention.map_or_else(
+        || "for ever".to_owned(),
+        |r| humantime::format_duration(r).to_string(),
+    );
+    println!("ledger `{}`", settings.state_path.display());
+    println!(
+        "  size               {:>12} bytes ({} free)",
+        info.bytes, info.free_bytes
+    );
+    println!("  exported (settled) {:>12}", info.settled);
+    println!("  exported, content due {:>9}", info.exported_content_due);
+    println!("  pending            {:>12}", info.pending);
+    println!("  failed             {:>12}", info.failed);
+    println!("  runs               {:>12}", info.runs);
+    let (open, staged, committed) = info.files;
+    println!("  files              {committed:>12} committed ({staged} staged, {open} open)");
+    println!("  retention          {retention:>12}");
+    if let (Some(first), Some(last)) = (info.settled_by_day.first(), info.settled_by_day.last()) {
+        println!(
+            "  days               {:>12} ({} to {})",
+            info.settled_by_day.len(),
+            first.0,
+            last.0
+        );
+        for (day, rows) in &info.settled_by_day {
+            println!("    {day}  {rows:>10}");
+        }
+    }
+    Ok(())
+}
+
+fn print_pruned(pruned: &Pruned, dry_run: bool, before: u64, after: u64) {
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    println!(
+        "{verb} {} days ({} IDs) and {} failed IDs older than the window; {} days {}compacted; {before} -> {after} bytes",
+        pruned.days_dropped,
+        pruned.ids_dropped,
+        pruned.failed_dropped,
+        pruned.days_compacted,
+        if dry_run { "to be " } else { "" }
+    );
 }

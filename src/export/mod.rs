@@ -30,7 +30,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-pub use setup::Session;
+pub use setup::{Session, first_kept_day};
 pub use source::{Carried, QueueFiles};
 
 use crate::client::Client;

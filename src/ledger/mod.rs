@@ -26,7 +26,7 @@ use identity::Identity;
 pub use lock::StateLock;
 pub use reconcile::{CommittedFile, DeadRun, Reconciled};
 pub use restore::{RestoredFile, RestoredRun, Side};
-pub use retention::Pruned;
+pub use retention::{LedgerInfo, Pruned};
 
 use crate::atomic_file::FileError;
 use crate::layout;

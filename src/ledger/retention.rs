@@ -99,3 +99,61 @@ fn drop_old(
     done.failed_dropped = failed;
     Ok(())
 }
+
+/// What the ledger holds, for `genledger state info`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerInfo {
+    /// IDs in the working set, by status.
+    pub pending: u64,
+    pub failed: u64,
+    /// Exported IDs still in the working set (their content is due).
+    pub exported_content_due: u64,
+    /// Settled IDs, by their day (`YYYY-MM-DD`, rows).
+    pub settled_by_day: Vec<(String, u64)>,
+    pub settled: u64,
+    /// Files by commit state: (open, staged, committed).
+    pub files: (u64, u64, u64),
+    pub runs: u64,
+    /// The file's size, and the part of it that is free pages.
+    pub bytes: u64,
+    pub free_bytes: u64,
+}
+
+impl Ledger {
+    pub fn info(&self) -> Result<LedgerInfo, LedgerError> {
+        self.sql(|c| {
+            let count = |sql: &str| {
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
+            let mut stmt = c.prepare("SELECT day, rows FROM days ORDER BY day")?;
+            let settled_by_day: Vec<(String, u64)> = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .map(|row| {
+                    row.map(|(day, rows)| {
+                        let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+                            .map(|t| t.format("%Y-%m-%d").to_string())
+                            .unwrap_or_else(|| day.to_string());
+                        (date, rows as u64)
+                    })
+                })
+                .collect::<rusqlite::Result<_>>()?;
+            let page_size = count("PRAGMA page_size")?;
+            Ok(LedgerInfo {
+                pending: count("SELECT count(*) FROM ids WHERE status = 0")?,
+                failed: count("SELECT count(*) FROM ids WHERE status = 2")?,
+                exported_content_due: count("SELECT count(*) FROM ids WHERE status = 1")?,
+                settled: settled_by_day.iter().map(|(_, n)| n).sum(),
+                settled_by_day,
+                files: (
+                    count("SELECT count(*) FROM files WHERE status = 0")?,
+                    count("SELECT count(*) FROM files WHERE status = 1")?,
+                    count("SELECT count(*) FROM files WHERE status = 2")?,
+                ),
+                runs: count("SELECT count(*) FROM runs")?,
+                bytes: count("PRAGMA page_count")? * page_size,
+                free_bytes: count("PRAGMA freelist_count")? * page_size,
+            })
+        })
+    }
+}
