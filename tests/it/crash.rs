@@ -234,7 +234,7 @@ async fn unwritable_output_exits_2_and_the_next_run_finishes_exactly_once() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("failed to write output") && stderr.contains("generations"),
+        stderr.contains("output failed") && stderr.contains("generations"),
         "{stderr}"
     );
     {
