@@ -3,6 +3,7 @@
 //! place whole. This module knows nothing of the ledger; the protocol that
 //! records each step lives in `ledger::commit`.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,12 +11,16 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// A file operation that failed, with the path it failed on.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action} `{}`", path.display())]
+///
+/// A full device, a used-up quota or a file size limit is said in words in
+/// the message itself, with the OS error number once, and the `io::Error` is
+/// not offered as the source too: printed as a chain it would only repeat
+/// the same cause ("No space left on device" twice). Any other error is the
+/// source, so the chain reads `failed to ACTION `PATH`: OS error`.
+#[derive(Debug)]
 pub struct FileError {
     pub action: &'static str,
     pub path: PathBuf,
-    #[source]
     pub source: io::Error,
 }
 
@@ -26,6 +31,41 @@ impl FileError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failed to {} `{}`", self.action, self.path.display())?;
+        if let Some(limit) = out_of_space(&self.source) {
+            write!(f, ": {limit}")?;
+            if let Some(code) = self.source.raw_os_error() {
+                write!(f, " (os error {code})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match out_of_space(&self.source) {
+            Some(_) => None,
+            None => Some(&self.source),
+        }
+    }
+}
+
+/// What ran out, in words, when a write failed for lack of room:
+/// ENOSPC, EDQUOT or EFBIG.
+fn out_of_space(error: &io::Error) -> Option<&'static str> {
+    match error.kind() {
+        io::ErrorKind::StorageFull => Some("no space left on the device holding it"),
+        io::ErrorKind::QuotaExceeded => Some("the disk quota on the device holding it is used up"),
+        io::ErrorKind::FileTooLarge => Some(
+            "it would grow past the largest file size allowed here, by the file system or by `ulimit -f`",
+        ),
+        _ => None,
     }
 }
 
@@ -50,6 +90,17 @@ pub struct HashingWriter {
     inner: BufWriter<File>,
     hasher: Sha256,
     bytes: u64,
+    /// The final path of the file being written, for error messages: the
+    /// encoders above see only a `Write`, and their errors must name the file.
+    path: PathBuf,
+}
+
+impl HashingWriter {
+    /// The final path of the file being written (it is written under its
+    /// hidden temporary name until published).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Write for HashingWriter {
@@ -108,6 +159,7 @@ impl PendingFile {
             inner: BufWriter::with_capacity(1 << 16, file),
             hasher: Sha256::new(),
             bytes: 0,
+            path: final_path.clone(),
         };
         Ok((
             PendingFile {
@@ -119,18 +171,20 @@ impl PendingFile {
     }
 
     /// Flushes and syncs the data under the temporary name: after this the
-    /// bytes are on disk, but no reader sees the file yet.
+    /// bytes are on disk, but no reader sees the file yet. Errors name the
+    /// final path, the file the user knows; the temporary one is removed.
     pub fn seal(self, writer: HashingWriter) -> Result<SealedFile, FileError> {
         let HashingWriter {
             inner,
             hasher,
             bytes,
+            path: _,
         } = writer;
         let file = inner
             .into_inner()
-            .map_err(|e| FileError::new("flush", &self.temp_path, e.into_error()))?;
+            .map_err(|e| FileError::new("write", &self.final_path, e.into_error()))?;
         file.sync_all()
-            .map_err(|source| FileError::new("sync", &self.temp_path, source))?;
+            .map_err(|source| FileError::new("sync", &self.final_path, source))?;
         Ok(SealedFile {
             temp_path: self.temp_path,
             finished: FinishedFile {
@@ -275,6 +329,54 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The message as `main` prints it: the error and its sources.
+    fn chain(error: FileError) -> String {
+        format!("{:#}", anyhow::Error::new(error))
+    }
+
+    #[test]
+    fn a_full_device_quota_or_size_limit_is_said_in_words_with_the_os_error_once() {
+        let path = Path::new("out/generations/date=2026-01-02/part-r-0-00001.parquet");
+        let failed = |code| {
+            chain(FileError::new(
+                "write",
+                path,
+                io::Error::from_raw_os_error(code),
+            ))
+        };
+        let file = "failed to write `out/generations/date=2026-01-02/part-r-0-00001.parquet`";
+        assert_eq!(
+            failed(libc::ENOSPC),
+            format!("{file}: no space left on the device holding it (os error 28)")
+        );
+        assert_eq!(
+            failed(libc::EDQUOT),
+            format!(
+                "{file}: the disk quota on the device holding it is used up (os error {})",
+                libc::EDQUOT
+            )
+        );
+        assert_eq!(
+            failed(libc::EFBIG),
+            format!(
+                "{file}: it would grow past the largest file size allowed here, by the file system or by `ulimit -f` (os error 27)"
+            )
+        );
+    }
+
+    #[test]
+    fn other_errors_follow_the_path_as_the_source() {
+        let error = FileError::new(
+            "create",
+            Path::new("out/_manifests/.r-0.json.tmp"),
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(
+            chain(error),
+            "failed to create `out/_manifests/.r-0.json.tmp`: Permission denied (os error 13)"
+        );
     }
 
     #[test]

@@ -36,42 +36,47 @@ pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitSta
         }
         StateCommand::Rebuild(args) => {
             let settings = load_settings(file, &args.flags)?;
-            let done = rebuild::rebuild(&settings)?;
-            println!(
-                "ledger `{}` rebuilt from `{}`: {} runs, {} files, {} IDs exported, {} contents exported, {} IDs failed",
-                settings.state_path.display(),
-                settings.output.dir.display(),
-                done.runs,
-                done.files,
-                done.ids_exported,
-                done.contents_exported,
-                done.ids_failed
-            );
-            if done.adopted > 0 {
-                println!(
-                    "  {} data files no manifest listed were adopted and listed in a new manifest",
-                    done.adopted
-                );
-            }
-            if let Some(aside) = &done.set_aside {
-                println!(
-                    "  the ledger that was there is kept as `{}`",
-                    aside.display()
-                );
-            }
-            if done.damaged.is_empty() {
-                return Ok(ExitStatus::Success);
-            }
-            eprintln!(
-                "error: {} listed files are missing or not whole; their IDs will be exported again:",
-                done.damaged.len()
-            );
-            for path in &done.damaged {
-                eprintln!("  {}", path.display());
-            }
-            Ok(ExitStatus::Partial)
+            rebuild_state(&settings)
         }
     }
+}
+
+/// `state rebuild`, with what it found on stdout and damaged files on stderr.
+fn rebuild_state(settings: &Settings) -> anyhow::Result<ExitStatus> {
+    let done = rebuild::rebuild(settings)?;
+    println!(
+        "ledger `{}` rebuilt from `{}`: {} runs, {} files, {} IDs exported, {} contents exported, {} IDs failed",
+        settings.state_path.display(),
+        settings.output.dir.display(),
+        done.runs,
+        done.files,
+        done.ids_exported,
+        done.contents_exported,
+        done.ids_failed
+    );
+    if done.adopted > 0 {
+        println!(
+            "  {} data files no manifest listed were adopted and listed in a new manifest",
+            done.adopted
+        );
+    }
+    if let Some(aside) = &done.set_aside {
+        println!(
+            "  the ledger that was there is kept as `{}`",
+            aside.display()
+        );
+    }
+    if done.damaged.is_empty() {
+        return Ok(ExitStatus::Success);
+    }
+    eprintln!(
+        "error: {} listed files are missing or not whole; their IDs will be exported again:",
+        done.damaged.len()
+    );
+    for path in &done.damaged {
+        eprintln!("  {}", path.display());
+    }
+    Ok(ExitStatus::Partial)
 }
 
 /// The settings, the ledger (which must exist) and the state lock.

@@ -15,7 +15,7 @@ use crate::stop::{Stop, StopReason};
 const SINK_NAP: Duration = Duration::from_millis(2);
 
 /// The sink thread: writes every outcome; on an output error it stops the run
-/// (data is at risk) and drops the unfinished files.
+/// (data is at risk), drops the unfinished files and returns the error.
 pub(super) fn drain_into_sink(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Outcome>,
@@ -49,7 +49,10 @@ pub(super) fn drain_into_sink(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "output failed; stopping the run");
+                // Said once, where the run ends (the command's error, the
+                // daemon's failed tick), with what is safe; here only for
+                // tracing the moment it happened.
+                tracing::debug!(error = %e, "output failed; stopping the run");
                 stop.trigger(StopReason::OutputFailed);
                 sink.abandon();
                 return Err(e);

@@ -110,7 +110,7 @@ fn write_manifest(
     };
     Manifest::new(info, output, counts)
         .write(&settings.output.dir)
-        .context("failed to write the run manifest")
+        .context("files already committed are complete, but the run manifest was not written")
 }
 
 /// Closes a run that ended with an error as such: exit code 2 and the error

@@ -150,9 +150,12 @@ impl Manifest {
     pub fn write(&self, out_dir: &Path) -> Result<PathBuf, FileError> {
         let path = layout::manifest_path(out_dir, &self.run_id, &self.shard);
         let (pending, mut writer) = PendingFile::create(path)?;
-        let temp = pending.temp_path.clone();
-        serde_json::to_writer_pretty(&mut writer, self)
-            .map_err(|e| FileError::new("write manifest", &temp, e.into()))?;
+        // serde_json hands an I/O error back as it was (a full disk stays one).
+        if let Err(e) = serde_json::to_writer_pretty(&mut writer, self) {
+            let e = FileError::new("write", &pending.final_path, e.into());
+            pending.abandon();
+            return Err(e);
+        }
         let finished = pending.finish(writer)?;
         Ok(finished.path)
     }

@@ -260,9 +260,9 @@ fn join_stages(
     dispatched: bool,
 ) -> anyhow::Result<(SourceCounts, SinkOutput)> {
     let output = match sink_result {
-        Ok(result) => {
-            result.context("failed to write output; files already committed are complete")?
-        }
+        Ok(result) => result.context(
+            "output failed, so the run stopped; files already committed are complete and the other IDs stay pending",
+        )?,
         Err(_) => anyhow::bail!("the sink thread panicked; files already committed are complete"),
     };
     if !dispatched {

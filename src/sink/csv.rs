@@ -71,7 +71,7 @@ impl CsvFile {
         self.line.extend_from_slice(b"\r\n");
         let result = self.out.write_all(&self.line);
         self.line.clear();
-        result.map_err(|e| SinkError::Csv(e.into()))
+        result.map_err(|e| SinkError::io("write", self.out.path(), e))
     }
 
     pub fn into_inner(self) -> Result<HashingWriter, SinkError> {

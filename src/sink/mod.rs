@@ -9,7 +9,7 @@ mod partition;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_value};
 pub use self::parquet::ParquetFile;
@@ -23,17 +23,25 @@ use crate::money::Money;
 use crate::record::{Content, FailureRow, Generation, IdStatus};
 use crate::timestamp::format_timestamp;
 
-/// Failures of the output: these stop the run (data is at risk).
+/// Failures of the output: these stop the run (data is at risk). Each names
+/// the file it failed on; a failed write is a [`FileError`] whatever wrote
+/// it (the Parquet encoder, a CSV writer), so a full disk reads the same.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("failed to encode Parquet")]
-    Parquet(#[source] ::parquet::errors::ParquetError),
-    #[error("failed to build an Arrow batch")]
-    Arrow(#[source] arrow_schema::ArrowError),
-    #[error("failed to write CSV")]
-    Csv(#[source] ::csv::Error),
+    #[error("failed to encode Parquet for `{}`", path.display())]
+    Parquet {
+        path: PathBuf,
+        source: ::parquet::errors::ParquetError,
+    },
+    #[error("failed to build an Arrow batch for `{}`", path.display())]
+    Arrow {
+        path: PathBuf,
+        source: arrow_schema::ArrowError,
+    },
+    #[error("failed to write CSV to `{}`: {problem}", path.display())]
+    Csv { path: PathBuf, problem: String },
     #[error("money total overflowed 38 digits")]
     Overflow,
     #[error(transparent)]
@@ -49,6 +57,39 @@ impl From<LedgerError> for SinkError {
 impl SinkError {
     pub fn io(action: &'static str, path: &Path, source: io::Error) -> SinkError {
         SinkError::File(FileError::new(action, path, source))
+    }
+
+    /// A Parquet error while writing `path`. The encoder hands on its
+    /// writer's `io::Error` wrapped (`External`, whose message repeats it):
+    /// that one is unwrapped into a failed write of `path`.
+    pub fn parquet(path: &Path, source: ::parquet::errors::ParquetError) -> SinkError {
+        match source {
+            ::parquet::errors::ParquetError::External(inner) => match inner.downcast::<io::Error>()
+            {
+                Ok(io) => SinkError::io("write", path, *io),
+                Err(inner) => SinkError::Parquet {
+                    path: path.to_owned(),
+                    source: ::parquet::errors::ParquetError::External(inner),
+                },
+            },
+            source => SinkError::Parquet {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+
+    /// A CSV writer's error while writing `path`; an I/O error is a failed
+    /// write of `path`, without the CSV crate's wrapper repeating it.
+    pub fn csv(path: &Path, source: ::csv::Error) -> SinkError {
+        let problem = source.to_string();
+        match source.into_kind() {
+            ::csv::ErrorKind::Io(io) => SinkError::io("write", path, io),
+            _ => SinkError::Csv {
+                path: path.to_owned(),
+                problem,
+            },
+        }
     }
 }
 
@@ -205,12 +246,16 @@ impl Sink {
             let mut writer = ::csv::WriterBuilder::new()
                 .terminator(::csv::Terminator::CRLF)
                 .from_writer(out);
-            writer
-                .write_record(["id", "line", "reason", "http_status", "attempts", "message"])
-                .map_err(SinkError::Csv)?;
+            let header =
+                writer.write_record(["id", "line", "reason", "http_status", "attempts", "message"]);
+            if let Err(e) = header {
+                let e = SinkError::csv(&pending.final_path, e);
+                pending.abandon();
+                return Err(e);
+            }
             self.failures = Some((pending, writer));
         }
-        let Some((_, writer)) = self.failures.as_mut() else {
+        let Some((pending, writer)) = self.failures.as_mut() else {
             return Ok(());
         };
         let line = row.line.map(|l| l.to_string()).unwrap_or_default();
@@ -225,7 +270,7 @@ impl Sink {
                 &attempts,
                 &row.message,
             ])
-            .map_err(SinkError::Csv)?;
+            .map_err(|e| SinkError::csv(&pending.final_path, e))?;
         self.failure_rows += 1;
         self.unrecorded.push((row.clone(), status));
         if self.unrecorded.len() >= RECORD_BATCH {
@@ -260,12 +305,14 @@ impl Sink {
         let data_files = self.generations.finish(&mut self.ledger)?;
         let content_files = self.content.finish(&mut self.ledger)?;
         let failures_file = match self.failures.take() {
-            Some((pending, writer)) => {
-                let out = writer
-                    .into_inner()
-                    .map_err(|e| SinkError::Csv(::csv::Error::from(e.into_error())))?;
-                Some(pending.finish(out)?)
-            }
+            Some((pending, writer)) => match writer.into_inner() {
+                Ok(out) => Some(pending.finish(out)?),
+                Err(e) => {
+                    let e = SinkError::io("write", &pending.final_path, e.into_error());
+                    pending.abandon();
+                    return Err(e);
+                }
+            },
             None => None,
         };
         self.totals.seal();
@@ -287,5 +334,54 @@ impl Sink {
         if let Some((pending, _)) = self.failures {
             pending.abandon();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "out/generations/date=2026-01-02/part-r-0-00001.parquet";
+
+    /// The message as `main` prints it: the error and its sources.
+    fn chain(error: SinkError) -> String {
+        format!("{:#}", anyhow::Error::new(error))
+    }
+
+    #[test]
+    fn a_full_disk_under_the_parquet_encoder_names_the_file_and_says_it_once() {
+        // As the encoder hands it on: its writer's error, wrapped `External`.
+        let full =
+            ::parquet::errors::ParquetError::from(io::Error::from_raw_os_error(libc::ENOSPC));
+        let message = chain(SinkError::parquet(Path::new(PATH), full));
+        assert_eq!(
+            message,
+            format!(
+                "failed to write `{PATH}`: no space left on the device holding it (os error 28)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_full_disk_under_a_csv_writer_names_the_file_and_says_it_once() {
+        let path = Path::new("out/failures/part-r-0.csv");
+        let quota = ::csv::Error::from(io::Error::from_raw_os_error(libc::EDQUOT));
+        let message = chain(SinkError::csv(path, quota));
+        assert_eq!(
+            message,
+            format!(
+                "failed to write `out/failures/part-r-0.csv`: the disk quota on the device holding it is used up (os error {})",
+                libc::EDQUOT
+            )
+        );
+    }
+
+    #[test]
+    fn an_encoding_error_names_the_file() {
+        let bad = ::parquet::errors::ParquetError::General("bad column".into());
+        assert_eq!(
+            chain(SinkError::parquet(Path::new(PATH), bad)),
+            format!("failed to encode Parquet for `{PATH}`: Parquet error: bad column")
+        );
     }
 }

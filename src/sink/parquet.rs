@@ -1,6 +1,7 @@
 //! Parquet data files: rows are appended to Arrow builders and written in
 //! batches; zstd by default, microsecond UTC timestamps, `DECIMAL(38,18)` money.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -33,6 +34,8 @@ const DICTIONARY_PAGE_BYTES: usize = 32 * 1024;
 
 pub struct ParquetFile {
     writer: ArrowWriter<HashingWriter>,
+    /// The file's final path, which every error names.
+    path: PathBuf,
     schema: SchemaRef,
     builders: Vec<ColumnBuilder>,
     buffered: usize,
@@ -45,10 +48,12 @@ impl ParquetFile {
         compression: Compression,
     ) -> Result<ParquetFile, SinkError> {
         let schema = arrow_schema::<R>(money);
+        let path = out.path().to_owned();
+        let failed = |e| SinkError::parquet(&path, e);
         let codec = match compression {
             // Level 1 gave the same file sizes as level 3 on these rows, with
             // less CPU and smaller per-column contexts.
-            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1).map_err(SinkError::Parquet)?),
+            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1).map_err(failed)?),
             Compression::Snappy => Codec::SNAPPY,
             Compression::None => Codec::UNCOMPRESSED,
         };
@@ -75,14 +80,14 @@ impl ParquetFile {
             props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
         }
         let props = props.build();
-        let writer =
-            ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(SinkError::Parquet)?;
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(failed)?;
         let builders = R::COLUMNS
             .iter()
             .map(|c| ColumnBuilder::new(c.ty, money))
             .collect();
         Ok(ParquetFile {
             writer,
+            path,
             schema,
             builders,
             buffered: 0,
@@ -109,15 +114,25 @@ impl ParquetFile {
             .iter_mut()
             .map(ColumnBuilder::finish)
             .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(SinkError::Arrow)?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|source| {
+            SinkError::Arrow {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         self.buffered = 0;
-        self.writer.write(&batch).map_err(SinkError::Parquet)?;
-        self.writer.flush().map_err(SinkError::Parquet)
+        self.writer
+            .write(&batch)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| SinkError::parquet(&self.path, e))
     }
 
     pub fn into_inner(mut self) -> Result<HashingWriter, SinkError> {
         self.flush_row_group()?;
-        self.writer.into_inner().map_err(SinkError::Parquet)
+        let path = self.path;
+        self.writer
+            .into_inner()
+            .map_err(|e| SinkError::parquet(&path, e))
     }
 }
 

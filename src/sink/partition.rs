@@ -35,7 +35,7 @@ pub struct DataFile {
 
 enum Encoder {
     Parquet(Box<ParquetFile>),
-    Csv(CsvFile),
+    Csv(Box<CsvFile>),
 }
 
 struct OpenFile {
@@ -159,7 +159,7 @@ impl<R: Row> PartitionedWriter<R> {
                 self.settings.money,
                 self.settings.compression,
             )?)),
-            Format::Csv => Encoder::Csv(CsvFile::try_new::<R>(out)?),
+            Format::Csv => Encoder::Csv(Box::new(CsvFile::try_new::<R>(out)?)),
         })
     }
 

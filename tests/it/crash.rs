@@ -42,7 +42,7 @@ fn export_command(base_url: &str, input: &Path, out: &Path) -> Command {
 
 /// Checks the promise: committed files hold every input ID exactly once, each
 /// is readable, and each is listed, with its hash, by exactly one manifest.
-fn check_exactly_once(out: &Path, ids: &[String]) {
+pub(crate) fn check_exactly_once(out: &Path, ids: &[String]) {
     check_table_exactly_once(out, "generations", ids);
 }
 

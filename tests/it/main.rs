@@ -8,6 +8,8 @@ mod crash;
 mod daemon;
 mod ddl;
 mod deploy;
+#[cfg(unix)]
+mod disk;
 mod faults;
 mod limits;
 mod network;
