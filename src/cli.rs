@@ -110,13 +110,30 @@ pub enum StateCommand {
     Prune(PruneArgs),
 }
 
+/// Where the state is, resolved as `export` resolves it (`--config`,
+/// `state.path`, `--output`), and how to print what is found.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    #[command(flatten)]
-    pub flags: RunFlags,
+    /// Output directory whose `_state` holds the ledger. Overrides `output.dir`.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// The ledger of shard INDEX/COUNT (each shard keeps its own).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
     /// Human-readable text, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub format: SummaryFormat,
+}
+
+impl StateArgs {
+    /// The configuration flags these stand for.
+    pub fn flags(&self) -> RunFlags {
+        RunFlags {
+            output: self.output.clone(),
+            shard: self.shard,
+            ..RunFlags::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +326,13 @@ pub struct ReportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_line_is_well_formed() {
+        // Clap checks names, conflicts and types only when asked: two flags
+        // of one name in a command would otherwise fail at run time.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
     use crate::exit::ExitStatus;
 
     #[test]

@@ -73,8 +73,13 @@ impl Ledger {
             // Settled IDs: content exported (1), or never fetched (0, not due
             // until an input offers the ID to a run with content on).
             for day in settled::days(c)? {
-                let sql = format!("SELECT count(*) FROM {} WHERE s = 1", settled::table(day));
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE k & 1 = 1",
+                    settled::table(day)
+                );
                 exported += c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64;
+                let clashes = "SELECT count(*) FROM clashes WHERE day = ?1 AND s = 1";
+                exported += c.query_row(clashes, [day], |r| r.get::<_, i64>(0))? as u64;
             }
             Ok((due, exported, failed))
         })

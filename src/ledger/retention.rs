@@ -57,7 +57,9 @@ impl Ledger {
             if !dry_run {
                 // Hands freed pages back to the file system (a no-op for a
                 // ledger made before incremental vacuum was switched on).
-                c.execute_batch("PRAGMA incremental_vacuum")?;
+                let mut vacuum = c.prepare("PRAGMA incremental_vacuum")?;
+                let mut freed = vacuum.query([])?;
+                while freed.next()?.is_some() {}
             }
             Ok(done)
         })

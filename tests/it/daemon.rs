@@ -196,11 +196,20 @@ async fn daemon_follows_a_growing_rotating_queue_file_and_exports_each_id_once()
     assert_eq!(stats.duplicate_ok, 0, "an ID was fetched twice");
     assert_eq!(stats.unique_ids_ok, 241);
 
-    // /metrics agrees with the files and the simulator.
-    let (status, body) = scrape(port, "/metrics").await;
-    assert_eq!(status, 200);
-    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .expect("/metrics parses as Prometheus text");
+    // /metrics agrees with the files and the simulator, once the tick that
+    // wrote the last file has ended (its totals count at the tick's end).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let parsed = loop {
+        let (status, body) = scrape(port, "/metrics").await;
+        assert_eq!(status, 200);
+        let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("/metrics parses as Prometheus text");
+        let done = metric(&parsed.samples, "genledger_ids_exported_total", None) >= 241.0;
+        if done || Instant::now() > deadline {
+            break parsed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let samples = &parsed.samples;
     assert_eq!(metric(samples, "genledger_ids_exported_total", None), 241.0);
     assert_eq!(metric(samples, "genledger_ids_failed_total", None), 0.0);
