@@ -436,3 +436,42 @@ fn a_ledger_without_the_first_404_column_gains_it() {
         }]
     ));
 }
+
+/// A simulated year: a run a day of 300 IDs dated that day, retention 30
+/// days. Whole days are dropped and their pages reused, so the ledger after
+/// day 365 is no bigger than 1.5 times its size after day 35.
+#[test]
+fn a_year_of_daily_runs_under_retention_stays_the_size_of_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("year.db");
+    let mut ledger = Ledger::open(&db, dir.path()).unwrap();
+    let today = chrono::Utc::now().timestamp() / 86_400;
+    let first_day = today - 400;
+    let size = || std::fs::metadata(&db).unwrap().len();
+    let mut after_35 = 0;
+    for d in 0..365 {
+        let day = first_day + d;
+        let ids: Vec<String> = (0..300)
+            .map(|i| format!("gen-{}-y{i:06}", day * 86_400 + 3600))
+            .collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let run = ledger.begin_run(&format!("r{d}"), "0", "now").unwrap();
+        ledger
+            .admit(&refs, run, day * 86_400_000_000, None)
+            .unwrap();
+        let rows: Vec<(&str, Option<i64>)> = refs.iter().map(|id| (*id, None)).collect();
+        commit(&mut ledger, dir.path(), "generations", &rows);
+        ledger.prune(Some(day - 29), false, false).unwrap();
+        ledger.checkpoint().unwrap();
+        if d == 34 {
+            after_35 = size();
+        }
+    }
+    let after_365 = size();
+    assert_eq!(ledger.status_counts().unwrap(), (0, 30 * 300, 0));
+    eprintln!("ledger: {after_35} bytes after day 35, {after_365} after day 365");
+    assert!(
+        after_365 as f64 <= 1.5 * after_35 as f64,
+        "{after_365} bytes after a year, {after_35} after 35 days"
+    );
+}

@@ -121,3 +121,51 @@ async fn ids_older_than_the_retention_window_are_not_fetched_unless_asked() {
         "the old days are gone"
     );
 }
+
+#[tokio::test]
+async fn state_info_and_prune_read_the_ledger_of_an_output_directory() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let input = write_lines(
+        dir.path(),
+        "ids.txt",
+        &ids(50, Duration::from_secs(86_400 * 3), "info"),
+    );
+    export(&settings(&sim, &input, &out, Format::Parquet)).await;
+    let state = |args: &[&str]| {
+        let mut cmd = genledger();
+        cmd.arg("state").args(args).arg("--output").arg(&out);
+        cmd
+    };
+    let output = run(state(&["info", "--format", "json"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["settled"], 50);
+    assert_eq!(info["settled_by_day"].as_array().unwrap().len(), 1);
+    let output = run(state(&["prune", "--dry-run", "--format", "json"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let pruned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(pruned["pruned"]["days_compacted"], 1, "{pruned}");
+    let output = run(state(&["prune"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
+    assert_eq!(
+        ledger.status_counts().unwrap(),
+        (0, 50, 0),
+        "compaction keeps every ID"
+    );
+    let missing = run({
+        let mut cmd = genledger();
+        cmd.args(["state", "info", "--output"])
+            .arg(dir.path().join("nowhere"));
+        cmd
+    })
+    .await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("no ledger"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
