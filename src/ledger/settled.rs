@@ -140,13 +140,34 @@ pub(super) struct Settling {
     pub created_at: Option<i64>,
 }
 
-/// Moves IDs from `ids` into their day's settled table, in the caller's
+/// Moves IDs from `ids` into their days' settled tables, in the caller's
 /// transaction. `now_micros` dates an ID with neither a prefix nor a
 /// `created_at`. An ID settled before (content fetched later) is updated.
+/// Rows go in in (day, key) order, and each day's count is updated once.
 pub(super) fn settle(c: &Connection, rows: &[Settling], now_micros: i64) -> rusqlite::Result<()> {
     let mut days = days(c)?;
+    let mut keyed = Vec::with_capacity(rows.len());
     for row in rows {
-        put(c, &mut days, row, now_micros, true)?;
+        let key = Key::of(&row.id);
+        keyed.push((day_for(c, row, key, now_micros)?, key, row));
+    }
+    keyed.sort_unstable_by_key(|(day, key, _)| (*day, key.h));
+    let mut added: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for (day, key, row) in keyed {
+        if days.insert(day) {
+            create_table(c, day)?;
+        }
+        if store(c, day, key, row.content, true)? {
+            *added.entry(day).or_default() += 1;
+        }
+        if let Some(seq) = row.seq {
+            c.prepare_cached("DELETE FROM ids WHERE seq = ?1")?
+                .execute([seq])?;
+        }
+    }
+    for (day, n) in added {
+        c.prepare_cached("UPDATE days SET rows = rows + ?2 WHERE day = ?1")?
+            .execute([day, n])?;
     }
     Ok(())
 }
@@ -165,30 +186,7 @@ pub(super) fn put(
     if days.insert(day) {
         create_table(c, day)?;
     }
-    let name = table(day);
-    let added = c
-        .prepare_cached(&format!(
-            "INSERT OR IGNORE INTO {name} (h, k) VALUES (?1, ?2)"
-        ))?
-        .execute(params![key.h, key.with(row.content)])?;
-    let stored: i64 = if added > 0 {
-        key.with(row.content)
-    } else {
-        c.prepare_cached(&format!("SELECT k FROM {name} WHERE h = ?1"))?
-            .query_row([key.h], |r| r.get(0))?
-    };
-    let counted = if added > 0 {
-        true
-    } else if key.matches(stored).is_some() {
-        if replace {
-            c.prepare_cached(&format!("UPDATE {name} SET k = ?2 WHERE h = ?1"))?
-                .execute(params![key.h, key.with(row.content)])?;
-        }
-        false
-    } else {
-        clash(c, day, key, row.content, replace)?
-    };
-    if counted {
+    if store(c, day, key, row.content, replace)? {
         c.prepare_cached("UPDATE days SET rows = rows + 1 WHERE day = ?1")?
             .execute([day])?;
     }
@@ -197,6 +195,37 @@ pub(super) fn put(
             .execute([seq])?;
     }
     Ok(())
+}
+
+/// Writes one key into day `day`'s table (or its clashes). Returns whether
+/// it is new there.
+fn store(
+    c: &Connection,
+    day: i64,
+    key: Key,
+    content: ContentState,
+    replace: bool,
+) -> rusqlite::Result<bool> {
+    let name = table(day);
+    let added = c
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO {name} (h, k) VALUES (?1, ?2)"
+        ))?
+        .execute(params![key.h, key.with(content)])?;
+    if added > 0 {
+        return Ok(true);
+    }
+    let stored: i64 = c
+        .prepare_cached(&format!("SELECT k FROM {name} WHERE h = ?1"))?
+        .query_row([key.h], |r| r.get(0))?;
+    if key.matches(stored).is_none() {
+        return clash(c, day, key, content, replace);
+    }
+    if replace {
+        c.prepare_cached(&format!("UPDATE {name} SET k = ?2 WHERE h = ?1"))?
+            .execute(params![key.h, key.with(content)])?;
+    }
+    Ok(false)
 }
 
 /// The day an ID settles under; an undated one is entered in the index.
