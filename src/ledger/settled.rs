@@ -160,10 +160,14 @@ pub(super) fn settle(c: &Connection, rows: &[Settling], now_micros: i64) -> rusq
         if store(c, day, key, row.content, true)? {
             *added.entry(day).or_default() += 1;
         }
-        if let Some(seq) = row.seq {
-            c.prepare_cached("DELETE FROM ids WHERE seq = ?1")?
-                .execute([seq])?;
-        }
+    }
+    // Deleted in their own order: `ids` is laid out by `seq`, and a page
+    // cache far smaller than the table thrashes on any other order.
+    let mut seqs: Vec<i64> = rows.iter().filter_map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    let mut delete = c.prepare_cached("DELETE FROM ids WHERE seq = ?1")?;
+    for seq in seqs {
+        delete.execute([seq])?;
     }
     for (day, n) in added {
         c.prepare_cached("UPDATE days SET rows = rows + ?2 WHERE day = ?1")?
