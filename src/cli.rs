@@ -113,10 +113,35 @@ pub enum StateCommand {
 #[derive(Debug, Args)]
 pub struct StateArgs {
     #[command(flatten)]
-    pub flags: RunFlags,
+    pub flags: StateFlags,
     /// Human-readable text, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub format: SummaryFormat,
+}
+
+/// The flags that say where a state is, resolved as `export` resolves them
+/// (with `--config`, `GENLEDGER_*` and `state.path`). Not all of
+/// [`RunFlags`]: its `--format` (the output's) would clash with the
+/// commands' own `--format` (text or JSON).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StateFlags {
+    /// Output directory (its `_state/` holds the ledger by default). Overrides `output.dir`.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// The shard whose ledger to use (each shard has its own).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+}
+
+impl StateFlags {
+    /// As the configuration's top layer.
+    pub fn run_flags(&self) -> RunFlags {
+        RunFlags {
+            output: self.output.clone(),
+            shard: self.shard,
+            ..RunFlags::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +335,30 @@ pub struct ReportArgs {
 mod tests {
     use super::*;
     use crate::exit::ExitStatus;
+
+    #[test]
+    fn every_command_parses_without_clashing_arguments() {
+        use clap::CommandFactory;
+        // Each `state` command's `--format` (text or JSON) once clashed with
+        // the output format of the run flags it took whole.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "genledger",
+            "state",
+            "info",
+            "--format",
+            "json",
+            "-o",
+            "out",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::State(StateCommand::Info(StateArgs {
+                format: SummaryFormat::Json,
+                ..
+            })))
+        ));
+    }
 
     #[test]
     fn help_lists_every_exit_code() {

@@ -81,7 +81,7 @@ fn rebuild_state(settings: &Settings) -> anyhow::Result<ExitStatus> {
 
 /// The settings, the ledger (which must exist) and the state lock.
 fn open(file: Option<&Path>, args: &StateArgs) -> anyhow::Result<(Settings, Ledger, StateLock)> {
-    let settings = load_settings(file, &args.flags)?;
+    let settings = load_settings(file, &args.flags.run_flags())?;
     let path = &settings.state_path;
     if !path.is_file() {
         anyhow::bail!(
