@@ -134,10 +134,11 @@ fn print_info(settings: &Settings, info: &LedgerInfo, format: SummaryFormat) -> 
 fn print_pruned(pruned: &Pruned, dry_run: bool, before: u64, after: u64) {
     let verb = if dry_run { "would drop" } else { "dropped" };
     println!(
-        "{verb} {} days ({} IDs) and {} failed IDs older than the window; {} days {}compacted; {before} -> {after} bytes",
+        "{verb} {} days ({} IDs), {} failed IDs and {} failure rows older than the window; {} days {}compacted; {before} -> {after} bytes",
         pruned.days_dropped,
         pruned.ids_dropped,
         pruned.failed_dropped,
+        pruned.failure_rows_dropped,
         pruned.days_compacted,
         if dry_run { "to be " } else { "" }
     );

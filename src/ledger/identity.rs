@@ -14,8 +14,9 @@ pub(super) const LAYOUT_VERSION: i32 = 2;
 
 /// The tables genledger has ever made. An unmarked database holding only
 /// these is an older genledger ledger.
-const OUR_TABLES: [&str; 10] = [
+const OUR_TABLES: [&str; 11] = [
     "days",
+    "failures",
     "undated",
     "ids",
     "file_rows",

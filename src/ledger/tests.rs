@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::atomic_file::PendingFile;
+use crate::record::{FailureRow, Reason};
 
 /// The tables as the first release made them, before content export and
 /// before IDs were numbered: a committed ID, a pending one, and a staged
@@ -435,4 +436,81 @@ fn a_ledger_without_the_first_404_column_gains_it() {
             ..
         }]
     ));
+}
+
+#[test]
+fn failure_rows_are_kept_per_run_and_forgotten_with_their_runs_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let row = |id: &str, reason, line| FailureRow {
+        id: id.into(),
+        line,
+        reason,
+        http_status: Some(404),
+        attempts: 3,
+        message: format!("{id}, \"quoted\""),
+        first_404_micros: None,
+    };
+    // A connection without a run records the IDs' state only.
+    let old = ledger
+        .begin_run("old", "0", "2020-01-01T00:00:00.000000Z")
+        .unwrap();
+    ledger.admit(&["gen-a", "gen-b"], old, 1, None).unwrap();
+    ledger
+        .record(&[row("gen-a", Reason::NotFound, Some(1))], IdStatus::Failed)
+        .unwrap();
+    assert_eq!(ledger.failure_count(old).unwrap(), 0);
+    ledger.set_run(old);
+    let kept = vec![
+        row("not an id", Reason::InvalidId, Some(2)),
+        row("gen-b", Reason::NotFound, None),
+    ];
+    ledger.record(&kept, IdStatus::Failed).unwrap();
+    let content = row("gen-b", Reason::ContentForbidden, None);
+    ledger
+        .record_content(std::slice::from_ref(&content), IdStatus::Failed)
+        .unwrap();
+    let new = ledger
+        .begin_run("new", "0", &crate::timestamp::now_formatted())
+        .unwrap();
+    ledger.set_run(new);
+    ledger
+        .record(
+            &[row("gen-c", Reason::OutsideRetention, Some(1))],
+            IdStatus::Failed,
+        )
+        .unwrap();
+
+    let mut read = Vec::new();
+    let n = ledger
+        .each_failure(old, |r| -> Result<(), LedgerError> {
+            read.push(r);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(read, [kept[0].clone(), kept[1].clone(), content]);
+    assert_eq!(ledger.run_no_of("old").unwrap(), Some(old));
+    assert_eq!(ledger.run_no_of("nope").unwrap(), None);
+
+    let today = crate::timestamp::micros(std::time::SystemTime::now()) / 86_400_000_000;
+    let dry = ledger.prune(Some(today - 30), false, true).unwrap();
+    assert_eq!(dry.failure_rows_dropped, 3);
+    assert_eq!(
+        ledger.failure_count(old).unwrap(),
+        3,
+        "a dry run keeps them"
+    );
+    let done = ledger.prune(Some(today - 30), false, false).unwrap();
+    assert_eq!(done.failure_rows_dropped, 3);
+    assert_eq!(
+        (
+            ledger.failure_count(old).unwrap(),
+            ledger.failure_count(new).unwrap()
+        ),
+        (0, 1),
+        "only the run before the window loses its rows"
+    );
+    let again = ledger.prune(Some(today - 30), false, false).unwrap();
+    assert_eq!(again.failure_rows_dropped, 0);
 }
