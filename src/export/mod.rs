@@ -13,10 +13,12 @@
 //!
 //! [`setup`] holds what every run needs first (checks, lock, reconciliation),
 //! shared by `export` and each daemon tick; [`dispatch`] the fetch tasks;
-//! [`drain`] the sink thread; [`manifest`] and [`summary`] what a run reports.
+//! [`drain`] the sink thread; [`manifest`] and [`summary`] what a run reports;
+//! [`failures`] a run's failures file written again from the ledger.
 
 mod dispatch;
 mod drain;
+pub mod failures;
 mod finish;
 pub mod guard;
 mod live;
