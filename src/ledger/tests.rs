@@ -514,3 +514,23 @@ fn failure_rows_are_kept_per_run_and_forgotten_with_their_runs_past_retention() 
     let again = ledger.prune(Some(today - 30), false, false).unwrap();
     assert_eq!(again.failure_rows_dropped, 0);
 }
+
+#[test]
+fn a_rebuild_that_finds_an_id_failed_then_exported_settles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let ids = [("gen-1764500000-x".to_owned(), Some(7))];
+    // An earlier run's failures file, then a later run's data file.
+    ledger
+        .restore_ids(&ids, Side::Metadata, IdStatus::Failed, Some("not_found"))
+        .unwrap();
+    ledger
+        .restore_ids(&ids, Side::Metadata, IdStatus::Exported, None)
+        .unwrap();
+    assert_eq!(
+        ledger.status_of(&ids[0].0).unwrap(),
+        Some(IdStatus::Exported)
+    );
+    assert_eq!(ledger.status_counts().unwrap(), (0, 1, 0));
+    assert_eq!(ledger.info().unwrap().exported_content_due, 0, "settled");
+}
