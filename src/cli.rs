@@ -108,6 +108,12 @@ pub enum StateCommand {
     Info(StateArgs),
     /// Apply `state.retention` now and rewrite every day compactly.
     Prune(PruneArgs),
+    /// Check the ledger against SQLite's integrity check, its own rules and
+    /// the output (committed files whole, manifests there); exit 1 on a problem.
+    Check(CheckArgs),
+    /// Print a run's failures file (CSV), written again from the ledger; a
+    /// run that was killed included.
+    Failures(FailuresArgs),
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +157,25 @@ pub struct PruneArgs {
     /// Say what would go, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Also read every committed data file's IDs: each must be in one file
+    /// only, and exported in the ledger (slow: reads the whole output).
+    #[arg(long)]
+    pub deep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailuresArgs {
+    /// The run's ID, as in its manifest's and files' names (`20261121T213000Z-3fa9`).
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    #[command(flatten)]
+    pub flags: StateFlags,
 }
 
 /// Flags that override configuration keys.

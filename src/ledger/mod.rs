@@ -4,6 +4,7 @@
 //! reconciliation ([`reconcile`]); the bytes of a file are the sink's.
 
 mod admission;
+mod audit;
 mod checkpoint;
 mod commit;
 mod content;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use audit::{Audit, Finding, LedgerFile};
 pub use checkpoint::Checkpointer;
 pub use commit::FileFacts;
 use identity::Identity;
@@ -28,6 +30,7 @@ pub use lock::StateLock;
 pub use reconcile::{CommittedFile, DeadRun, Reconciled};
 pub use restore::{RestoredFile, RestoredRun, Side};
 pub use retention::{LedgerInfo, Pruned};
+pub use settled::retention_day;
 
 use crate::atomic_file::FileError;
 use crate::layout;

@@ -516,6 +516,82 @@ fn failure_rows_are_kept_per_run_and_forgotten_with_their_runs_past_retention() 
 }
 
 #[test]
+fn the_audit_finds_nothing_in_a_sound_ledger_and_names_each_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "then").unwrap();
+    ledger
+        .admit(&["gen-1764500000-a", "gen-1764500000-b"], run, 1, None)
+        .unwrap();
+    commit(
+        &mut ledger,
+        dir.path(),
+        "generations",
+        &[("gen-1764500000-a", Some(5))],
+    );
+    ledger
+        .finish_run(run, "then", 0, Some(Path::new("m.json")), None)
+        .unwrap();
+    let audit = ledger.audit().unwrap();
+    assert_eq!(
+        (audit.problems.as_slice(), audit.warnings.as_slice()),
+        (&[][..], &[][..])
+    );
+    assert_eq!(audit.manifests, [("r1".to_owned(), "m.json".to_owned())]);
+    assert_eq!(ledger.committed_file_list().unwrap().len(), 1);
+
+    // A later run dies with a file open: only a warning.
+    let run2 = ledger.begin_run("r2", "0", "later").unwrap();
+    let (pending, _out) = PendingFile::create(dir.path().join("generations").join("x")).unwrap();
+    ledger.open_file("r2", "generations", &pending).unwrap();
+    let audit = ledger.audit().unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    let checks: Vec<&str> = audit.warnings.iter().map(|w| w.check).collect();
+    assert_eq!(checks, ["runs", "unsettled_file"]);
+
+    // Then a third run starts without settling it, an exported ID stays in
+    // the working set with nothing due, and a day's count is off.
+    ledger.begin_run("r3", "0", "later still").unwrap();
+    let _ = run2;
+    ledger
+        .conn
+        .execute_batch(
+            "UPDATE ids SET status = 1, content_wanted = 0 WHERE id = 'gen-1764500000-b';
+             UPDATE days SET rows = rows + 1;",
+        )
+        .unwrap();
+    let audit = ledger.audit().unwrap();
+    let mut checks: Vec<&str> = audit.problems.iter().map(|p| p.check).collect();
+    checks.sort();
+    assert_eq!(
+        checks,
+        ["days", "runs", "unsettled_file", "working_set"],
+        "{:?}",
+        audit.problems
+    );
+    let said = |check| {
+        audit
+            .problems
+            .iter()
+            .find(|p| p.check == check)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(
+        said("working_set").contains("gen-1764500000-b"),
+        "{}",
+        said("working_set")
+    );
+    assert!(
+        said("unsettled_file").contains("generations/x"),
+        "{}",
+        said("unsettled_file")
+    );
+    assert!(said("runs").contains("r2"), "{}", said("runs"));
+}
+
+#[test]
 fn a_rebuild_that_finds_an_id_failed_then_exported_settles_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
@@ -533,4 +609,5 @@ fn a_rebuild_that_finds_an_id_failed_then_exported_settles_it() {
     );
     assert_eq!(ledger.status_counts().unwrap(), (0, 1, 0));
     assert_eq!(ledger.info().unwrap().exported_content_due, 0, "settled");
+    assert!(ledger.audit().unwrap().problems.is_empty());
 }
