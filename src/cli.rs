@@ -108,26 +108,42 @@ pub enum StateCommand {
     Info(StateArgs),
     /// Apply `state.retention` now and rewrite every day compactly.
     Prune(PruneArgs),
+    /// Check the ledger against SQLite's integrity check, its own rules and
+    /// the output (committed files whole, manifests there); exit 1 on a problem.
+    Check(CheckArgs),
+    /// Print a run's failures file (CSV), written again from the ledger; a
+    /// run that was killed included.
+    Failures(FailuresArgs),
 }
 
 /// Where the state is, resolved as `export` resolves it (`--config`,
 /// `state.path`, `--output`), and how to print what is found.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// Output directory whose `_state` holds the ledger. Overrides `output.dir`.
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: Option<PathBuf>,
-    /// The ledger of shard INDEX/COUNT (each shard keeps its own).
-    #[arg(long, value_name = "INDEX/COUNT")]
-    pub shard: Option<Shard>,
+    #[command(flatten)]
+    pub flags: StateFlags,
     /// Human-readable text, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub format: SummaryFormat,
 }
 
-impl StateArgs {
-    /// The configuration flags these stand for.
-    pub fn flags(&self) -> RunFlags {
+/// The flags that say where a state is, resolved as `export` resolves them
+/// (with `--config`, `GENLEDGER_*` and `state.path`). Not all of
+/// [`RunFlags`]: its `--format` (the output's) would clash with the
+/// commands' own `--format` (text or JSON).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StateFlags {
+    /// Output directory (its `_state/` holds the ledger by default). Overrides `output.dir`.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// The shard whose ledger to use (each shard has its own).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+}
+
+impl StateFlags {
+    /// As the configuration's top layer.
+    pub fn run_flags(&self) -> RunFlags {
         RunFlags {
             output: self.output.clone(),
             shard: self.shard,
@@ -143,6 +159,25 @@ pub struct PruneArgs {
     /// Say what would go, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Also read every committed data file's IDs: each must be in one file
+    /// only, and exported in the ledger (slow: reads the whole output).
+    #[arg(long)]
+    pub deep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailuresArgs {
+    /// The run's ID, as in its manifest's and files' names (`20261121T213000Z-3fa9`).
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    #[command(flatten)]
+    pub flags: StateFlags,
 }
 
 /// Flags that override configuration keys.
@@ -334,6 +369,30 @@ mod tests {
         <Cli as clap::CommandFactory>::command().debug_assert();
     }
     use crate::exit::ExitStatus;
+
+    #[test]
+    fn every_command_parses_without_clashing_arguments() {
+        use clap::CommandFactory;
+        // Each `state` command's `--format` (text or JSON) once clashed with
+        // the output format of the run flags it took whole.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "genledger",
+            "state",
+            "info",
+            "--format",
+            "json",
+            "-o",
+            "out",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::State(StateCommand::Info(StateArgs {
+                format: SummaryFormat::Json,
+                ..
+            })))
+        ));
+    }
 
     #[test]
     fn help_lists_every_exit_code() {

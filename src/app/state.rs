@@ -5,11 +5,12 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::load_settings;
-use crate::cli::{StateArgs, StateCommand, SummaryFormat};
+use crate::cli::{FailuresArgs, StateArgs, StateCommand, SummaryFormat};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::export::first_kept_day;
+use crate::export::{failures, first_kept_day};
 use crate::ledger::{Ledger, LedgerInfo, Pruned, StateLock};
+use crate::state::check::{self, CheckOptions, CheckReport};
 use crate::state::rebuild;
 
 pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitStatus> {
@@ -38,7 +39,93 @@ pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitSta
             let settings = load_settings(file, &args.flags)?;
             rebuild_state(&settings)
         }
+        StateCommand::Check(args) => {
+            let (settings, ledger, _lock) = open(file, &args.state)?;
+            let options = CheckOptions {
+                deep: args.deep,
+                first_kept_day: first_kept_day(&settings),
+            };
+            let report = check::check(&ledger, &settings.output.dir, options)?;
+            print_check(&settings, &report, args.state.format)?;
+            Ok(if report.ok {
+                ExitStatus::Success
+            } else {
+                ExitStatus::Partial
+            })
+        }
+        StateCommand::Failures(args) => print_failures(file, &args),
     }
+}
+
+/// `state failures RUN_ID`: the run's failures CSV on stdout. It only
+/// reads, so it takes no state lock and works while a daemon runs.
+fn print_failures(file: Option<&Path>, args: &FailuresArgs) -> anyhow::Result<ExitStatus> {
+    let settings = load_settings(file, &args.flags.run_flags())?;
+    let path = &settings.state_path;
+    if !path.is_file() {
+        anyhow::bail!(
+            "no ledger at `{}` (set `--output` or `state.path`)",
+            path.display()
+        );
+    }
+    let ledger = Ledger::open(path, &settings.output.dir)
+        .with_context(|| format!("cannot open the ledger `{}`", path.display()))?;
+    let Some(run_no) = ledger.run_no_of(&args.run_id)? else {
+        anyhow::bail!(
+            "the ledger `{}` knows no run `{}` (run IDs name the files of `_manifests/`)",
+            path.display(),
+            args.run_id
+        );
+    };
+    match failures::write_csv(&ledger, run_no, std::io::stdout().lock()) {
+        Ok(rows) => tracing::info!(run_id = %args.run_id, rows, "failures written from the ledger"),
+        // The reader had enough (`| head`): not an error.
+        Err(e) if is_broken_pipe(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn print_check(
+    settings: &Settings,
+    report: &CheckReport,
+    format: SummaryFormat,
+) -> anyhow::Result<()> {
+    if format == SummaryFormat::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let c = &report.checked;
+    println!(
+        "checked `{}`: integrity, {} committed files, {} manifests, {} queue offsets{}",
+        settings.state_path.display(),
+        c.committed_files,
+        c.manifests,
+        c.queue_offsets,
+        c.ids_read
+            .map(|n| format!(", {n} IDs read back"))
+            .unwrap_or_default()
+    );
+    for w in &report.warnings {
+        println!("warning [{}]: {}", w.check, w.message);
+    }
+    for p in &report.problems {
+        println!("problem [{}]: {}", p.check, p.message);
+    }
+    match report.problems.len() {
+        0 => println!("ok"),
+        1 => println!("1 problem found"),
+        n => println!("{n} problems found"),
+    }
+    Ok(())
 }
 
 /// `state rebuild`, with what it found on stdout and damaged files on stderr.
@@ -81,7 +168,7 @@ fn rebuild_state(settings: &Settings) -> anyhow::Result<ExitStatus> {
 
 /// The settings, the ledger (which must exist) and the state lock.
 fn open(file: Option<&Path>, args: &StateArgs) -> anyhow::Result<(Settings, Ledger, StateLock)> {
-    let settings = load_settings(file, &args.flags())?;
+    let settings = load_settings(file, &args.flags.run_flags())?;
     let path = &settings.state_path;
     if !path.is_file() {
         anyhow::bail!(
@@ -134,10 +221,11 @@ fn print_info(settings: &Settings, info: &LedgerInfo, format: SummaryFormat) -> 
 fn print_pruned(pruned: &Pruned, dry_run: bool, before: u64, after: u64) {
     let verb = if dry_run { "would drop" } else { "dropped" };
     println!(
-        "{verb} {} days ({} IDs) and {} failed IDs older than the window; {} days {}compacted; {before} -> {after} bytes",
+        "{verb} {} days ({} IDs), {} failed IDs and {} failure rows older than the window; {} days {}compacted; {before} -> {after} bytes",
         pruned.days_dropped,
         pruned.ids_dropped,
         pruned.failed_dropped,
+        pruned.failure_rows_dropped,
         pruned.days_compacted,
         if dry_run { "to be " } else { "" }
     );

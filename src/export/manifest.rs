@@ -63,21 +63,8 @@ impl Manifest {
                 max_created_at: Some(format_timestamp(f.max_partition_micros)),
             })
             .collect();
-        if let Some(FinishedFile {
-            path,
-            bytes,
-            sha256,
-        }) = &output.failures_file
-        {
-            files.push(ManifestFile {
-                path: relative(path),
-                kind: layout::FAILURES,
-                rows: output.failure_rows,
-                bytes: *bytes,
-                sha256: sha256.clone(),
-                min_created_at: None,
-                max_created_at: None,
-            });
+        if let Some(file) = &output.failures_file {
+            files.push(failures_entry(run.out_dir, file, output.failure_rows));
         }
         Manifest {
             run_id: run.run_id.to_owned(),
@@ -94,7 +81,9 @@ impl Manifest {
         }
     }
 
-    /// The manifest of a run that died, from the files the ledger saw it commit.
+    /// The manifest of a run that died, from the files the ledger saw it
+    /// commit (its failures file, written later, is added by
+    /// [`Manifest::with_failures`]).
     pub fn recovered(run: &DeadRun, shard: &str) -> Manifest {
         let files: Vec<ManifestFile> = run
             .files
@@ -136,6 +125,13 @@ impl Manifest {
         }
     }
 
+    /// Lists the run's failures file (`rows` rows), written after the run
+    /// ended from the rows the ledger kept.
+    pub fn with_failures(mut self, out_dir: &Path, file: &FinishedFile, rows: u64) -> Manifest {
+        self.files.push(failures_entry(out_dir, file, rows));
+        self
+    }
+
     /// The manifest of a run that ended with `error`, listing the files it
     /// committed before.
     pub fn failed(run: &DeadRun, shard: &str, error: &str) -> Manifest {
@@ -158,6 +154,19 @@ impl Manifest {
         }
         let finished = pending.finish(writer)?;
         Ok(finished.path)
+    }
+}
+
+/// A failures file as a manifest lists it.
+fn failures_entry(out_dir: &Path, file: &FinishedFile, rows: u64) -> ManifestFile {
+    ManifestFile {
+        path: layout::relative(out_dir, &file.path),
+        kind: layout::FAILURES,
+        rows,
+        bytes: file.bytes,
+        sha256: file.sha256.clone(),
+        min_created_at: None,
+        max_created_at: None,
     }
 }
 

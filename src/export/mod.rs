@@ -13,10 +13,12 @@
 //!
 //! [`setup`] holds what every run needs first (checks, lock, reconciliation),
 //! shared by `export` and each daemon tick; [`dispatch`] the fetch tasks;
-//! [`drain`] the sink thread; [`manifest`] and [`summary`] what a run reports.
+//! [`drain`] the sink thread; [`manifest`] and [`summary`] what a run reports;
+//! [`failures`] a run's failures file written again from the ledger.
 
 mod dispatch;
 mod drain;
+pub mod failures;
 mod finish;
 pub mod guard;
 mod live;
@@ -219,8 +221,10 @@ async fn pipeline(
     let source_task = tokio::task::spawn_blocking(move || source.run(source_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
-    let sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
+    let mut sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
     sink_ledger.leave_checkpoints_to_background()?;
+    // The sink's failure rows are kept as this run's, for its failures file.
+    sink_ledger.set_run(run_no);
     let sink = Sink::new(&settings.output, run_id, shard, sink_ledger);
     let (sink_stop, sink_live) = (stop.clone(), live.clone());
     let sink_thread = std::thread::Builder::new()

@@ -1,14 +1,14 @@
 //! What every run needs before it reads an ID, whoever starts it (`export`
 //! once, or the daemon on each tick): the requirements checked before any
-//! state is touched, the state lock, the ledger settled after a dead run, and
-//! the run recorded.
+//! state is touched, the state lock, the ledger settled after a dead run
+//! (its manifest and failures file written), and the run recorded.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::guard;
 use super::manifest::Manifest;
+use super::{failures, guard};
 use crate::client::RequestCounters;
 use crate::config::{Input, Settings};
 use crate::layout;
@@ -144,23 +144,32 @@ impl Session {
     }
 }
 
-/// Writes a manifest for each run that died before its own, listing the
-/// files it committed (so every committed file is named by some manifest),
-/// and closes it in the ledger.
+/// Writes, for each run that died before its own manifest, its failures
+/// file from the rows the ledger kept, then a manifest listing that file and
+/// the files it committed (so every committed file is named by some
+/// manifest), and closes it in the ledger. Killed again half-way, the next
+/// start does the same again: both files are written whole or not at all.
 fn close_dead_runs(
     ledger: &mut Ledger,
     settings: &Settings,
     shard: &str,
     reconciled: &Reconciled,
 ) -> anyhow::Result<()> {
+    let out_dir = &settings.output.dir;
     for run in &reconciled.dead_runs {
-        let manifest = if run.files.is_empty() {
+        let failures = failures::write_dead_run_file(ledger, out_dir, run, shard)
+            .context("failed to write the failures file of a run that died")?;
+        let manifest = if run.files.is_empty() && failures.is_none() {
             None
         } else {
-            let manifest = Manifest::recovered(run, shard);
+            let mut manifest = Manifest::recovered(run, shard);
+            if let Some((file, rows)) = &failures {
+                tracing::info!(run_id = %run.run_id, rows, path = %file.path.display(), "wrote the failures file of a run that died");
+                manifest = manifest.with_failures(out_dir, file, *rows);
+            }
             Some(
                 manifest
-                    .write(&settings.output.dir)
+                    .write(out_dir)
                     .context("failed to write the manifest of a run that died")?,
             )
         };

@@ -39,13 +39,15 @@ impl Ledger {
     }
 
     /// Records the end of contents that were not exported: `Failed` (403,
-    /// 404) or `Pending` (a later run with content on fetches them again).
-    /// The IDs' metadata status is untouched.
+    /// 404) or `Pending` (a later run with content on fetches them again),
+    /// and the rows for the run's failures file. The IDs' metadata status
+    /// is untouched.
     pub fn record_content(
         &mut self,
         rows: &[FailureRow],
         status: IdStatus,
     ) -> Result<(), LedgerError> {
+        let run_no = self.run_no;
         self.sql_mut(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
@@ -58,6 +60,7 @@ impl Ledger {
                     update.execute(params![key, row.id, status as i64, row.reason.as_str()])?;
                 }
             }
+            super::failures::keep(&tx, run_no, rows)?;
             tx.commit()
         })
     }

@@ -14,9 +14,10 @@ pub(super) const LAYOUT_VERSION: i32 = 2;
 
 /// The tables genledger has ever made. An unmarked database holding only
 /// these is an older genledger ledger.
-const OUR_TABLES: [&str; 11] = [
+const OUR_TABLES: [&str; 12] = [
     "days",
     "clashes",
+    "failures",
     "undated",
     "ids",
     "file_rows",

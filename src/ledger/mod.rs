@@ -4,9 +4,11 @@
 //! reconciliation ([`reconcile`]); the bytes of a file are the sink's.
 
 mod admission;
+mod audit;
 mod checkpoint;
 mod commit;
 mod content;
+mod failures;
 mod identity;
 mod lock;
 mod reconcile;
@@ -18,8 +20,9 @@ mod settled;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+pub use audit::{Audit, Finding, LedgerFile};
 pub use checkpoint::Checkpointer;
 pub use commit::FileFacts;
 use identity::Identity;
@@ -27,10 +30,11 @@ pub use lock::StateLock;
 pub use reconcile::{CommittedFile, DeadRun, Reconciled};
 pub use restore::{RestoredFile, RestoredRun, Side};
 pub use retention::{LedgerInfo, Pruned};
+pub use settled::retention_day;
 
 use crate::atomic_file::FileError;
 use crate::layout;
-use crate::record::{FailureRow, IdStatus, Reason};
+use crate::record::IdStatus;
 
 /// What can go wrong with the ledger; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,8 @@ pub struct Ledger {
     /// Output root; file paths in the ledger are relative to it.
     out_dir: PathBuf,
     rules: AdmitRules,
+    /// The run whose failure rows this connection keeps ([`Ledger::set_run`]).
+    run_no: Option<i64>,
 }
 
 /// How far a queue file has been read: up to `offset` bytes (`lines` lines)
@@ -172,6 +178,7 @@ impl Ledger {
             path: path.to_owned(),
             out_dir: out_dir.to_owned(),
             rules: AdmitRules::default(),
+            run_no: None,
         };
         let identity = ledger.sql(|c| {
             c.busy_timeout(Duration::from_secs(30))?;
@@ -273,37 +280,6 @@ impl Ledger {
         self.sql(|c| {
             c.execute("DELETE FROM runs WHERE run_no = ?1", [run_no])
                 .map(drop)
-        })
-    }
-
-    /// Records the end of IDs that were not exported: `Failed` or `Pending`,
-    /// keeping the time of an ID's first 404 once known.
-    pub fn record(&mut self, rows: &[FailureRow], status: IdStatus) -> Result<(), LedgerError> {
-        self.sql_mut(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut update = tx.prepare_cached(
-                    "UPDATE ids SET status = ?3, attempts = attempts + ?4, reason = ?5, http_status = ?6,
-                     last_error = ?7, first_404 = coalesce(first_404, ?8)
-                     WHERE key = ?1 AND id = ?2 AND status != 1",
-                )?;
-                for row in rows
-                    .iter()
-                    .filter(|r| !matches!(r.reason, Reason::InvalidId | Reason::OutsideRetention))
-                {
-                    update.execute(params![
-                        schema::id_key(&row.id),
-                        row.id,
-                        status as i64,
-                        row.attempts,
-                        row.reason.as_str(),
-                        row.http_status,
-                        row.message,
-                        row.first_404_micros
-                    ])?;
-                }
-            }
-            tx.commit()
         })
     }
 

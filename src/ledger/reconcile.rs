@@ -1,6 +1,8 @@
 //! Start-up reconciliation: settles every file a dead process left behind,
-//! and finds the runs that died before their manifest. Writing a manifest for
-//! them is the caller's (the ledger writes no output files of its own).
+//! and finds the runs that died before their manifest. Writing a manifest and
+//! a failures file for them is the caller's, the failures file from the rows
+//! [`Ledger::each_failure`] reads back (the ledger writes no output files of
+//! its own).
 
 use std::fs;
 use std::path::Path;
@@ -24,8 +26,9 @@ pub struct Reconciled {
     pub dead_runs: Vec<DeadRun>,
 }
 
-/// A run that died before finishing: the caller writes its manifest from
-/// `files` and then calls [`Ledger::close_dead_run`].
+/// A run that died before finishing: the caller writes its failures file
+/// (from [`Ledger::each_failure`]) and its manifest (from `files`), and then
+/// calls [`Ledger::close_dead_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadRun {
     pub run_no: i64,

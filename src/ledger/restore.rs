@@ -140,14 +140,25 @@ fn restore_one(
     };
     let known = settled::lookup(tx, days, id)?;
     match (side, status) {
-        // An exported generation keeps whatever its content has;
-        // one kept in `ids` (its content failed) stays there.
+        // An exported generation keeps whatever its content has; one kept
+        // in `ids` with its content failed or due stays there.
         (Side::Metadata, IdStatus::Exported) => match seq {
             Some(seq) => {
-                tx.execute(
-                    "UPDATE ids SET status = 1, reason = NULL WHERE seq = ?1",
+                let content: Option<i64> = tx.query_row(
+                    "SELECT content_status FROM ids WHERE seq = ?1",
                     [seq],
+                    |r| r.get(0),
                 )?;
+                if matches!(content, Some(0 | 2)) {
+                    tx.execute(
+                        "UPDATE ids SET status = 1, reason = NULL WHERE seq = ?1",
+                        [seq],
+                    )?;
+                } else {
+                    // Failed in an earlier run's file, exported in a later
+                    // one, nothing due: it settles, as its commit settled it.
+                    settled::put(tx, days, &settling(content.unwrap_or(0)), now, false)?
+                }
             }
             None => settled::put(tx, days, &settling(0), now, false)?,
         },

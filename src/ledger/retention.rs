@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{Ledger, LedgerError, settled};
+use super::{Ledger, LedgerError, failures, settled};
 
 /// What one pass of upkeep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -13,6 +13,8 @@ pub struct Pruned {
     pub ids_dropped: u64,
     /// Failed IDs first seen before the window, forgotten.
     pub failed_dropped: u64,
+    /// Failure rows of runs that started before the window, forgotten.
+    pub failure_rows_dropped: u64,
     /// Day tables rewritten in key order.
     pub days_compacted: u64,
 }
@@ -67,7 +69,8 @@ impl Ledger {
 }
 
 /// Drops (or, dry, counts) what is older than `first`: day tables, their
-/// undated index entries, and failed IDs first seen before it.
+/// undated index entries, failed IDs first seen before it, and the failure
+/// rows of runs that started before it.
 fn drop_old(
     tx: &rusqlite::Transaction<'_>,
     first: i64,
@@ -99,6 +102,7 @@ fn drop_old(
         )? as u64
     };
     done.failed_dropped = failed;
+    done.failure_rows_dropped = failures::drop_before(tx, cutoff, dry_run)?;
     Ok(())
 }
 

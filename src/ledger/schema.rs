@@ -25,6 +25,10 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 /// metadata commits, so content fetched by a later run is filed under the
 /// generation's day. Ledgers made before this layout are rebuilt into it
 /// when opened ([`upgrade`]).
+///
+/// `failures` keeps each run's rows of the failures file (see
+/// [`failures`](super::failures)); created here, like every table, with `IF
+/// NOT EXISTS`, so a ledger made before it gains it when next opened.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ids (
     seq INTEGER PRIMARY KEY,
@@ -101,6 +105,16 @@ CREATE TABLE IF NOT EXISTS queue_offsets (
     offset INTEGER NOT NULL,
     lines INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS failures (
+    run_no INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    line INTEGER,
+    reason TEXT NOT NULL,
+    http_status INTEGER,
+    attempts INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_run ON failures(run_no);
 ";
 
 /// The key an ID is found by: its 64-bit XXH3 hash, as SQLite's signed

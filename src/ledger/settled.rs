@@ -76,6 +76,14 @@ pub(super) fn prefix_day(id: &str) -> Option<i64> {
         .then(|| secs.div_euclid(86_400))
 }
 
+/// The day (since the epoch, UTC) a settled ID is filed under, as far as
+/// its own text and its generation's `created_at` tell: its prefix day, else
+/// the day of `created_at`. (An ID with neither is filed under the day it
+/// settled, which only the ledger knew.) Retention drops whole such days.
+pub fn retention_day(id: &str, created_at: Option<i64>) -> Option<i64> {
+    prefix_day(id).or_else(|| created_at.map(day_of_micros))
+}
+
 /// The day of an instant in microseconds.
 pub(super) fn day_of_micros(micros: i64) -> i64 {
     micros.div_euclid(DAY_MICROS)

@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::atomic_file::PendingFile;
+use crate::record::{FailureRow, Reason};
 
 /// The tables as the first release made them, before content export and
 /// before IDs were numbered: a committed ID, a pending one, and a staged
@@ -474,4 +475,178 @@ fn a_year_of_daily_runs_under_retention_stays_the_size_of_its_window() {
         after_365 as f64 <= 1.5 * after_35 as f64,
         "{after_365} bytes after a year, {after_35} after 35 days"
     );
+}
+
+#[test]
+fn failure_rows_are_kept_per_run_and_forgotten_with_their_runs_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let row = |id: &str, reason, line| FailureRow {
+        id: id.into(),
+        line,
+        reason,
+        http_status: Some(404),
+        attempts: 3,
+        message: format!("{id}, \"quoted\""),
+        first_404_micros: None,
+    };
+    // A connection without a run records the IDs' state only.
+    let old = ledger
+        .begin_run("old", "0", "2020-01-01T00:00:00.000000Z")
+        .unwrap();
+    ledger.admit(&["gen-a", "gen-b"], old, 1, None).unwrap();
+    ledger
+        .record(&[row("gen-a", Reason::NotFound, Some(1))], IdStatus::Failed)
+        .unwrap();
+    assert_eq!(ledger.failure_count(old).unwrap(), 0);
+    ledger.set_run(old);
+    let kept = vec![
+        row("not an id", Reason::InvalidId, Some(2)),
+        row("gen-b", Reason::NotFound, None),
+    ];
+    ledger.record(&kept, IdStatus::Failed).unwrap();
+    let content = row("gen-b", Reason::ContentForbidden, None);
+    ledger
+        .record_content(std::slice::from_ref(&content), IdStatus::Failed)
+        .unwrap();
+    let new = ledger
+        .begin_run("new", "0", &crate::timestamp::now_formatted())
+        .unwrap();
+    ledger.set_run(new);
+    ledger
+        .record(
+            &[row("gen-c", Reason::OutsideRetention, Some(1))],
+            IdStatus::Failed,
+        )
+        .unwrap();
+
+    let mut read = Vec::new();
+    let n = ledger
+        .each_failure(old, |r| -> Result<(), LedgerError> {
+            read.push(r);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(read, [kept[0].clone(), kept[1].clone(), content]);
+    assert_eq!(ledger.run_no_of("old").unwrap(), Some(old));
+    assert_eq!(ledger.run_no_of("nope").unwrap(), None);
+
+    let today = crate::timestamp::micros(std::time::SystemTime::now()) / 86_400_000_000;
+    let dry = ledger.prune(Some(today - 30), false, true).unwrap();
+    assert_eq!(dry.failure_rows_dropped, 3);
+    assert_eq!(
+        ledger.failure_count(old).unwrap(),
+        3,
+        "a dry run keeps them"
+    );
+    let done = ledger.prune(Some(today - 30), false, false).unwrap();
+    assert_eq!(done.failure_rows_dropped, 3);
+    assert_eq!(
+        (
+            ledger.failure_count(old).unwrap(),
+            ledger.failure_count(new).unwrap()
+        ),
+        (0, 1),
+        "only the run before the window loses its rows"
+    );
+    let again = ledger.prune(Some(today - 30), false, false).unwrap();
+    assert_eq!(again.failure_rows_dropped, 0);
+}
+
+#[test]
+fn the_audit_finds_nothing_in_a_sound_ledger_and_names_each_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "then").unwrap();
+    ledger
+        .admit(&["gen-1764500000-a", "gen-1764500000-b"], run, 1, None)
+        .unwrap();
+    commit(
+        &mut ledger,
+        dir.path(),
+        "generations",
+        &[("gen-1764500000-a", Some(5))],
+    );
+    ledger
+        .finish_run(run, "then", 0, Some(Path::new("m.json")), None)
+        .unwrap();
+    let audit = ledger.audit().unwrap();
+    assert_eq!(
+        (audit.problems.as_slice(), audit.warnings.as_slice()),
+        (&[][..], &[][..])
+    );
+    assert_eq!(audit.manifests, [("r1".to_owned(), "m.json".to_owned())]);
+    assert_eq!(ledger.committed_file_list().unwrap().len(), 1);
+
+    // A later run dies with a file open: only a warning.
+    let run2 = ledger.begin_run("r2", "0", "later").unwrap();
+    let (pending, _out) = PendingFile::create(dir.path().join("generations").join("x")).unwrap();
+    ledger.open_file("r2", "generations", &pending).unwrap();
+    let audit = ledger.audit().unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    let checks: Vec<&str> = audit.warnings.iter().map(|w| w.check).collect();
+    assert_eq!(checks, ["runs", "unsettled_file"]);
+
+    // Then a third run starts without settling it, an exported ID stays in
+    // the working set with nothing due, and a day's count is off.
+    ledger.begin_run("r3", "0", "later still").unwrap();
+    let _ = run2;
+    ledger
+        .conn
+        .execute_batch(
+            "UPDATE ids SET status = 1, content_wanted = 0 WHERE id = 'gen-1764500000-b';
+             UPDATE days SET rows = rows + 1;",
+        )
+        .unwrap();
+    let audit = ledger.audit().unwrap();
+    let mut checks: Vec<&str> = audit.problems.iter().map(|p| p.check).collect();
+    checks.sort();
+    assert_eq!(
+        checks,
+        ["days", "runs", "unsettled_file", "working_set"],
+        "{:?}",
+        audit.problems
+    );
+    let said = |check| {
+        audit
+            .problems
+            .iter()
+            .find(|p| p.check == check)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(
+        said("working_set").contains("gen-1764500000-b"),
+        "{}",
+        said("working_set")
+    );
+    assert!(
+        said("unsettled_file").contains("generations/x"),
+        "{}",
+        said("unsettled_file")
+    );
+    assert!(said("runs").contains("r2"), "{}", said("runs"));
+}
+
+#[test]
+fn a_rebuild_that_finds_an_id_failed_then_exported_settles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("genledger.db"), dir.path()).unwrap();
+    let ids = [("gen-1764500000-x".to_owned(), Some(7))];
+    // An earlier run's failures file, then a later run's data file.
+    ledger
+        .restore_ids(&ids, Side::Metadata, IdStatus::Failed, Some("not_found"))
+        .unwrap();
+    ledger
+        .restore_ids(&ids, Side::Metadata, IdStatus::Exported, None)
+        .unwrap();
+    assert_eq!(
+        ledger.status_of(&ids[0].0).unwrap(),
+        Some(IdStatus::Exported)
+    );
+    assert_eq!(ledger.status_counts().unwrap(), (0, 1, 0));
+    assert_eq!(ledger.info().unwrap().exported_content_due, 0, "settled");
+    assert!(ledger.audit().unwrap().problems.is_empty());
 }

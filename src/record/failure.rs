@@ -133,3 +133,21 @@ pub struct FailureRow {
     /// ledger for the 404 window; not a column of the failures file.
     pub first_404_micros: Option<i64>,
 }
+
+impl FailureRow {
+    /// The failures file's columns, in order.
+    pub const COLUMNS: [&'static str; 6] =
+        ["id", "line", "reason", "http_status", "attempts", "message"];
+
+    /// The row's fields as the failures file writes them ([`Self::COLUMNS`]).
+    pub fn fields(&self) -> [String; 6] {
+        [
+            self.id.clone(),
+            self.line.map(|l| l.to_string()).unwrap_or_default(),
+            self.reason.as_str().to_owned(),
+            self.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            self.attempts.to_string(),
+            self.message.clone(),
+        ]
+    }
+}

@@ -145,6 +145,36 @@ async fn kill_at_random_moments_then_rerun_exports_every_id_exactly_once() {
     check_exactly_once(&out, &ids);
     let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
     assert_eq!(ledger.status_counts().unwrap(), (0, ids.len() as u64, 0));
+    drop(ledger);
+    check_state_after_kills(&out).await;
+}
+
+/// After a campaign: `state check` finds nothing wrong, and `state failures`
+/// prints each run's failures (killed runs' included) as its file holds them.
+async fn check_state_after_kills(out: &Path) {
+    let checked = crate::check::state(&["check", "--deep"], out).await;
+    let said = text(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(said.ends_with("ok\n"), "{said}");
+    let c = rusqlite::Connection::open(out.join("_state/genledger.db")).unwrap();
+    let mut stmt = c.prepare("SELECT run_id FROM runs").unwrap();
+    let runs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for run_id in runs {
+        let printed = crate::check::state(&["failures", &run_id], out).await;
+        assert_eq!(printed.status.code(), Some(0), "{}", text(&printed.stderr));
+        let file = out.join("failures").join(format!("part-{run_id}-0.csv"));
+        if let Ok(written) = std::fs::read_to_string(&file) {
+            assert_eq!(
+                crate::check::sorted_rows(&text(&printed.stdout)),
+                crate::check::sorted_rows(&written),
+                "{run_id}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -184,6 +214,8 @@ async fn kill_with_content_on_then_rerun_exports_every_content_exactly_once() {
     check_table_exactly_once(&out, "content", &ids);
     let ledger = Ledger::open(&out.join("_state/genledger.db"), &out).unwrap();
     assert_eq!(ledger.content_counts().unwrap(), (0, ids.len() as u64, 0));
+    drop(ledger);
+    check_state_after_kills(&out).await;
     #[cfg(unix)]
     for file in all_files(&out.join("content")) {
         use std::os::unix::fs::PermissionsExt;

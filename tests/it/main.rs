@@ -2,6 +2,7 @@
 //! loopback, and the `genledger` executable as a user runs it.
 
 mod architecture;
+mod check;
 mod cli;
 mod content;
 mod crash;
