@@ -4,6 +4,7 @@
 //! else writes to the output directory.
 
 mod csv;
+mod file;
 mod parquet;
 mod partition;
 
@@ -12,8 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_value};
-pub use self::parquet::ParquetFile;
-pub use partition::{DataFile, PartitionedWriter};
+pub use self::parquet::{ParquetFile, ROW_GROUP_BYTES};
+pub use file::DataFile;
+pub use partition::{MAX_FILE_BYTES, PartitionedWriter};
 
 use crate::atomic_file::{FileError, FinishedFile, HashingWriter, PendingFile};
 use crate::config::OutputSettings;

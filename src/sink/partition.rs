@@ -1,60 +1,36 @@
 //! Routes rows of one table into `date=YYYY-MM-DD` partitions, one open file per
-//! partition, rotating at `output.max_rows_per_file` and closing the least
-//! recently used file when too many are open. Every file goes through the
-//! ledger's commit protocol.
+//! partition, rotating at `output.max_rows_per_file` rows or [`MAX_FILE_BYTES`]
+//! and closing the least recently used file when too many are open, in bounded
+//! memory. Every file goes through the ledger's commit protocol.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use chrono::NaiveDate;
 
-use super::csv::CsvFile;
-use super::parquet::ParquetFile;
+use super::file::{DataFile, OpenFile, RowKey};
 use super::{FileNamer, SinkError};
-use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
-use crate::config::{Format, OutputSettings};
-use crate::layout;
-use crate::ledger::{FileFacts, Ledger};
-use crate::schema::Row;
+use crate::config::OutputSettings;
+use crate::ledger::Ledger;
+use crate::schema::{Row, Value};
 use crate::timestamp::partition_date;
 
 /// Open files at once; each holds up to a row group in memory.
 const MAX_OPEN_FILES: usize = 8;
-/// Written rows whose IDs are linked to their file in one ledger transaction.
-const LINK_BATCH: usize = 4096;
-
-/// A data file that has been committed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DataFile {
-    #[serde(flatten)]
-    pub file: FinishedFile,
-    pub rows: u64,
-    pub min_partition_micros: i64,
-    pub max_partition_micros: i64,
-}
-
-enum Encoder {
-    Parquet(Box<ParquetFile>),
-    Csv(Box<CsvFile>),
-}
-
-struct OpenFile {
-    file_id: i64,
-    pending: PendingFile,
-    encoder: Encoder,
-    /// Ledger numbers of the IDs written but not yet linked to this file,
-    /// with their generation's `created_at`.
-    unlinked: Vec<(i64, Option<i64>)>,
-    rows: u64,
-    min: i64,
-    max: i64,
-    last_used: u64,
-}
+/// Estimated bytes all open files may hold in row groups not yet written;
+/// past it the largest is written out early. A row group is cut on its own
+/// at 4,096 rows or `ROW_GROUP_BYTES`.
+const OPEN_BUFFER_BYTES: usize = 16 << 20;
+/// A file rotates after this much row data (uncompressed, estimated for
+/// Parquet), as it does at `output.max_rows_per_file` rows: content with
+/// large prompts would otherwise make files of many gigabytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub struct PartitionedWriter<R: Row> {
     settings: OutputSettings,
     run_id: String,
     open: HashMap<NaiveDate, OpenFile>,
+    /// Estimated bytes of the open files' unwritten row groups.
+    buffered: usize,
     finished: Vec<DataFile>,
     uses: u64,
     _rows: std::marker::PhantomData<fn(R)>,
@@ -66,6 +42,7 @@ impl<R: Row> PartitionedWriter<R> {
             settings,
             run_id: run_id.to_owned(),
             open: HashMap::new(),
+            buffered: 0,
             finished: Vec::new(),
             uses: 0,
             _rows: Default::default(),
@@ -80,87 +57,17 @@ impl<R: Row> PartitionedWriter<R> {
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
-        let micros = row.partition_micros();
-        let date = partition_date(micros);
+        let key = RowKey::of(row, seq);
+        let date = partition_date(key.partition_micros);
+        self.uses += 1;
         if !self.open.contains_key(&date) {
             if self.open.len() >= MAX_OPEN_FILES {
                 self.close_least_recent(ledger)?;
             }
-            let file = self.open_file(date, namer, ledger)?;
-            self.open.insert(date, file);
+            self.open_file(date, namer, ledger)?;
         }
-        self.uses += 1;
-        let max_rows = self.settings.max_rows_per_file;
-        // Present: inserted just above when missing.
-        let Some(file) = self.open.get_mut(&date) else {
-            return Ok(());
-        };
-        match &mut file.encoder {
-            Encoder::Parquet(p) => p.append(row)?,
-            Encoder::Csv(c) => c.append(row)?,
-        }
-        file.unlinked.push((seq, row.created_micros()));
-        file.rows += 1;
-        file.min = file.min.min(micros);
-        file.max = file.max.max(micros);
-        file.last_used = self.uses;
-        if file.unlinked.len() >= LINK_BATCH {
-            ledger.link(file.file_id, &file.unlinked)?;
-            file.unlinked.clear();
-        }
-        if file.rows >= max_rows {
-            self.close(date, ledger)?;
-        }
-        Ok(())
-    }
-
-    fn open_file(
-        &self,
-        date: NaiveDate,
-        namer: &mut FileNamer,
-        ledger: &mut Ledger,
-    ) -> Result<OpenFile, SinkError> {
-        let table_dir = self.settings.dir.join(R::TABLE);
-        let dir: PathBuf = layout::partition_dir(&table_dir, date);
-        let path = dir.join(namer.next_data_name(self.settings.format.extension()));
-        let (pending, out) = if R::SENSITIVE {
-            create_private_dir(&table_dir)?;
-            PendingFile::create_private(path)?
-        } else {
-            PendingFile::create(path)?
-        };
-        let opened = ledger
-            .open_file(&self.run_id, R::TABLE, &pending)
-            .map_err(SinkError::from)
-            .and_then(|file_id| Ok((file_id, self.encoder(out)?)));
-        let (file_id, encoder) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                pending.abandon();
-                return Err(e);
-            }
-        };
-        Ok(OpenFile {
-            file_id,
-            pending,
-            encoder,
-            unlinked: Vec::new(),
-            rows: 0,
-            min: i64::MAX,
-            max: i64::MIN,
-            last_used: 0,
-        })
-    }
-
-    fn encoder(&self, out: HashingWriter) -> Result<Encoder, SinkError> {
-        Ok(match self.settings.format {
-            Format::Parquet => Encoder::Parquet(Box::new(ParquetFile::try_new::<R>(
-                out,
-                self.settings.money,
-                self.settings.compression,
-            )?)),
-            Format::Csv => Encoder::Csv(Box::new(CsvFile::try_new::<R>(out)?)),
-        })
+        let cells = R::COLUMNS.iter().map(|column| (column.get)(row));
+        self.write(date, key, cells, ledger)
     }
 
     fn close_least_recent(&mut self, ledger: &mut Ledger) -> Result<(), SinkError> {
@@ -175,6 +82,54 @@ impl<R: Row> PartitionedWriter<R> {
         }
     }
 
+    fn open_file(
+        &mut self,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        let file = OpenFile::create::<R>(&self.settings, &self.run_id, date, namer, ledger)?;
+        self.open.insert(date, file);
+        Ok(())
+    }
+
+    /// Writes a row into `date`'s open file, which rotates when full; keeps
+    /// the open files' unwritten row groups within [`OPEN_BUFFER_BYTES`].
+    fn write<'a>(
+        &mut self,
+        date: NaiveDate,
+        key: RowKey,
+        cells: impl IntoIterator<Item = Value<'a>>,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        // Present: the callers open it first.
+        let Some(file) = self.open.get_mut(&date) else {
+            return Ok(());
+        };
+        let before = file.buffered_bytes();
+        file.write(key, cells, ledger)?;
+        file.last_used = self.uses;
+        self.buffered = (self.buffered + file.buffered_bytes()).saturating_sub(before);
+        if file.rows >= self.settings.max_rows_per_file || file.data_bytes() >= MAX_FILE_BYTES {
+            return self.close(date, ledger);
+        }
+        if self.buffered > OPEN_BUFFER_BYTES {
+            self.flush_largest()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out the largest unwritten row group of the open files.
+    fn flush_largest(&mut self) -> Result<(), SinkError> {
+        let largest = self.open.values_mut().max_by_key(|f| f.buffered_bytes());
+        if let Some(file) = largest {
+            self.buffered -= file.buffered_bytes().min(self.buffered);
+            file.flush_row_group()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes and commits `date`'s open file.
     fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
         let Some((file_id, file)) = self.publish(date, ledger)? else {
             return Ok(());
@@ -184,8 +139,7 @@ impl<R: Row> PartitionedWriter<R> {
         Ok(())
     }
 
-    /// Links the file's last rows, then syncs, stages and publishes it; the
-    /// caller commits it.
+    /// Publishes `date`'s open file; the caller commits it.
     fn publish(
         &mut self,
         date: NaiveDate,
@@ -194,31 +148,8 @@ impl<R: Row> PartitionedWriter<R> {
         let Some(file) = self.open.remove(&date) else {
             return Ok(None);
         };
-        let out = match file.encoder {
-            Encoder::Parquet(p) => p.into_inner(),
-            Encoder::Csv(c) => c.into_inner(),
-        };
-        let linked = out.and_then(|out| Ok((ledger.link(file.file_id, &file.unlinked)?, out)));
-        let out = match linked {
-            Ok(((), out)) => out,
-            Err(e) => {
-                file.pending.abandon();
-                return Err(e);
-            }
-        };
-        let facts = FileFacts {
-            rows: file.rows,
-            min_created_at: file.min,
-            max_created_at: file.max,
-        };
-        let finished = ledger.publish_file(file.file_id, file.pending, out, &facts)?;
-        let data_file = DataFile {
-            file: finished,
-            rows: file.rows,
-            min_partition_micros: file.min,
-            max_partition_micros: file.max,
-        };
-        Ok(Some((file.file_id, data_file)))
+        self.buffered -= file.buffered_bytes().min(self.buffered);
+        file.publish(ledger).map(Some)
     }
 
     fn committed(&mut self, file: DataFile) {
@@ -249,7 +180,7 @@ impl<R: Row> PartitionedWriter<R> {
     /// the ledger still lists them as open, and the next start settles them.
     pub fn abandon(mut self) {
         for (_, file) in self.open.drain() {
-            file.pending.abandon();
+            file.abandon();
         }
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn check_exactly_once(out: &Path, ids: &[String]) {
 }
 
 /// [`check_exactly_once`] for one table's files (`generations`, `content`).
-fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
+pub(crate) fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
     let mut seen = HashSet::new();
     let files = table_files(out, table, ".parquet");
     for file in &files {
