@@ -117,6 +117,10 @@ pub struct SimConfig {
     /// Fraction of IDs, chosen by hash, whose content endpoint answers 404
     #[arg(long, default_value_t = 0.0)]
     pub content_missing_rate: f64,
+    /// Every stored prompt is this many bytes of random text (fixed per ID, as incompressible as
+    /// printable text gets), as agents send; unset = short prompts
+    #[arg(long)]
+    pub content_prompt_bytes: Option<usize>,
     /// Seed for the per-request fault dice (records depend only on the ID)
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -160,6 +164,7 @@ impl Default for SimConfig {
             payment_required_after: None,
             content_forbidden_rate: 0.0,
             content_missing_rate: 0.0,
+            content_prompt_bytes: None,
             seed: 1,
             track_ids: true,
             api_key: None,
@@ -195,6 +200,7 @@ impl fmt::Debug for SimConfig {
             .field("payment_required_after", &self.payment_required_after)
             .field("content_forbidden_rate", &self.content_forbidden_rate)
             .field("content_missing_rate", &self.content_missing_rate)
+            .field("content_prompt_bytes", &self.content_prompt_bytes)
             .field("seed", &self.seed)
             .field("track_ids", &self.track_ids)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
@@ -249,8 +255,11 @@ mod tests {
             "false",
             "--require-api-key",
             "sk-secret",
+            "--content-prompt-bytes",
+            "204800",
         ])
         .expect("flags parse");
+        assert_eq!(cli.sim.content_prompt_bytes, Some(204_800));
         assert_eq!(cli.sim.latency, Duration::from_millis(20));
         assert_eq!(cli.sim.burst(), 5);
         assert_eq!(cli.sim.rate_limit_style, RateLimitStyle::RetryAfterDate);

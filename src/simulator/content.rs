@@ -50,8 +50,41 @@ pub struct SimContent {
     pub error: Option<String>,
 }
 
+/// Printable ASCII but `"` and `\\`, so a sized prompt needs no JSON escaping.
+const PROMPT_ALPHABET: &[u8] =
+    b" !#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+
 /// Builds the stored content for `id`; it depends on nothing but the ID.
 pub fn content(id: &str) -> SimContent {
+    content_with_prompt(id, None)
+}
+
+/// [`content`], except that with `prompt_bytes` set every generation has a
+/// prompt of exactly that many bytes of random text, still fixed by the ID
+/// (as agents' long prompts are: zstd saves only what the 93-letter alphabet
+/// leaves unused of each byte, about 18 %).
+pub fn content_with_prompt(id: &str, prompt_bytes: Option<usize>) -> SimContent {
+    let mut content = short_content(id);
+    if let Some(bytes) = prompt_bytes {
+        content.input_prompt = Some(sized_prompt(id, bytes));
+    }
+    content
+}
+
+fn sized_prompt(id: &str, bytes: usize) -> String {
+    let mut d = IdDice::new(id, CONTENT_SALT ^ 0x5052_4F4D_5054);
+    let mut out = String::with_capacity(bytes);
+    while out.len() < bytes {
+        for b in d.next_u64().to_le_bytes().iter().take(bytes - out.len()) {
+            // Scales a random byte onto the alphabet, near enough to uniform.
+            let letter = PROMPT_ALPHABET[(usize::from(*b) * PROMPT_ALPHABET.len()) >> 8];
+            out.push(char::from(letter));
+        }
+    }
+    out
+}
+
+fn short_content(id: &str) -> SimContent {
     let mut d = IdDice::new(id, CONTENT_SALT);
     let prompt = d.pick(PROMPTS);
     let (with_prompt, with_messages) = match d.below(10) {
@@ -190,6 +223,28 @@ mod tests {
         }
         assert!((300..700).contains(&errors), "errors {errors}");
         assert!(both > 500);
+    }
+
+    #[test]
+    fn sized_prompts_have_their_size_need_no_escaping_and_depend_on_the_id() {
+        assert_eq!(PROMPT_ALPHABET.len(), 93);
+        let c = content_with_prompt("gen-1-a", Some(200_000));
+        let prompt = c.input_prompt.as_deref().unwrap();
+        assert_eq!(prompt.len(), 200_000);
+        assert_eq!(c, content_with_prompt("gen-1-a", Some(200_000)));
+        assert_ne!(c, content_with_prompt("gen-1-b", Some(200_000)));
+        let data: Value = serde_json::from_str(&c.to_json()).expect("valid JSON");
+        assert_eq!(data["input"]["prompt"], prompt);
+        let letters: std::collections::HashSet<char> = prompt.chars().collect();
+        assert_eq!(letters.len(), 93, "every letter is drawn");
+        assert_eq!(content_with_prompt("gen-1-a", None), content("gen-1-a"));
+        assert_eq!(
+            content_with_prompt("gen-1-a", Some(3))
+                .input_prompt
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]

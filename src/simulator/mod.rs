@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 pub use config::{LimiterKind, RateLimitStyle, SimConfig};
-pub use record::{AbsentKeys, SimContent, SimGeneration, content, generation};
+pub use record::{AbsentKeys, SimContent, SimGeneration, content, content_with_prompt, generation};
 pub use stats::Stats;
 pub use validate::SimConfigError;
 

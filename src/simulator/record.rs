@@ -7,7 +7,7 @@ use super::dice::{IdDice, id_unix_seconds};
 use super::json::{Obj, push_dec, text};
 use super::pricing::{MODELS, Money, Tokens};
 
-pub use super::content::{SimContent, content};
+pub use super::content::{SimContent, content, content_with_prompt};
 
 const RECORD_SALT: u64 = 0x0067_656E_5F72_6563;
 /// The last second chrono prints as a four-digit RFC 3339 year.

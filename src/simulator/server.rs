@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::dice::request_dice;
 use super::faults::{self, Endpoint, Faults, Outcome};
 use super::gate::Moment;
-use super::record::{content, generation};
+use super::record::{content_with_prompt, generation};
 use super::response::{self, SimError, SimResponse};
 use super::stats::{Counters, Stats};
 
@@ -147,7 +147,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<SimRespon
         };
         let outcome = shared.faults.decide(&request, &mut dice, at);
         let id = id.as_deref().unwrap_or_default();
-        render(counters, seq, endpoint, id, outcome)?
+        render(&shared, seq, endpoint, id, outcome)?
     } else {
         response::error(405, response::message(405))
     };
@@ -160,12 +160,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<SimRespon
 }
 
 fn render(
-    counters: &Counters,
+    shared: &Shared,
     seq: u64,
     endpoint: Endpoint,
     id: &str,
     outcome: Outcome,
 ) -> Result<SimResponse, SimError> {
+    let counters = &shared.counters;
+    let prompt_bytes = shared.faults.config().content_prompt_bytes;
     let answer = match outcome {
         Outcome::Reset => {
             counters.reset();
@@ -193,23 +195,24 @@ fn render(
         Outcome::Truncated(cut) => {
             counters.truncated();
             debug!(seq, id, ?cut, "simulator truncating the answer");
-            response::truncated(answer_body(endpoint, id), cut)
+            response::truncated(answer_body(endpoint, id, prompt_bytes), cut)
         }
         Outcome::Ok => {
             counters.served_ok((endpoint == Endpoint::Metadata).then_some(id));
-            response::json(200, answer_body(endpoint, id))
+            response::json(200, answer_body(endpoint, id, prompt_bytes))
         }
     };
     Ok(answer)
 }
 
-/// `{"data": …}` for the endpoint, built in one buffer.
-fn answer_body(endpoint: Endpoint, id: &str) -> Bytes {
-    let mut out = String::with_capacity(1_800);
+/// `{"data": …}` for the endpoint, built in one buffer; content with its
+/// prompt of `prompt_bytes` when set.
+fn answer_body(endpoint: Endpoint, id: &str, prompt_bytes: Option<usize>) -> Bytes {
+    let mut out = String::with_capacity(1_800 + prompt_bytes.unwrap_or(0));
     out.push_str("{\"data\":");
     match endpoint {
         Endpoint::Metadata => generation(id).write_json(&mut out),
-        Endpoint::Content => content(id).write_json(&mut out),
+        Endpoint::Content => content_with_prompt(id, prompt_bytes).write_json(&mut out),
     }
     out.push('}');
     Bytes::from(out)

@@ -15,6 +15,8 @@ pub struct CsvFile {
     out: HashingWriter,
     line: Vec<u8>,
     text: String,
+    /// Bytes written so far, the header included.
+    written: u64,
 }
 
 impl CsvFile {
@@ -23,6 +25,7 @@ impl CsvFile {
             out,
             line: Vec::with_capacity(2048),
             text: String::new(),
+            written: 0,
         };
         for (i, column) in R::COLUMNS.iter().enumerate() {
             file.field(i, Some(column.name));
@@ -32,9 +35,16 @@ impl CsvFile {
     }
 
     pub fn append<R: Row>(&mut self, row: &R) -> Result<(), SinkError> {
+        self.append_cells(R::COLUMNS.iter().map(|column| (column.get)(row)))
+    }
+
+    /// Appends one row given as its cells, in column order.
+    pub fn append_cells<'a>(
+        &mut self,
+        cells: impl IntoIterator<Item = Value<'a>>,
+    ) -> Result<(), SinkError> {
         let mut text = std::mem::take(&mut self.text);
-        for (i, column) in R::COLUMNS.iter().enumerate() {
-            let value = (column.get)(row);
+        for (i, value) in cells.into_iter().enumerate() {
             text.clear();
             format_value(&mut text, value);
             self.field(i, (value != Value::Null).then_some(text.as_str()));
@@ -67,8 +77,14 @@ impl CsvFile {
         self.line.push(b'"');
     }
 
+    /// Bytes written so far.
+    pub fn written_bytes(&self) -> u64 {
+        self.written
+    }
+
     fn end_line(&mut self) -> Result<(), SinkError> {
         self.line.extend_from_slice(b"\r\n");
+        self.written += self.line.len() as u64;
         let result = self.out.write_all(&self.line);
         self.line.clear();
         result.map_err(|e| SinkError::io("write", self.out.path(), e))

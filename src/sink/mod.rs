@@ -4,16 +4,19 @@
 //! else writes to the output directory.
 
 mod csv;
+mod file;
 mod parquet;
 mod partition;
+mod spill;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_value};
-pub use self::parquet::ParquetFile;
-pub use partition::{DataFile, PartitionedWriter};
+pub use self::parquet::{ParquetFile, ROW_GROUP_BYTES};
+pub use file::DataFile;
+pub use partition::{MAX_FILE_BYTES, PartitionedWriter};
 
 use crate::atomic_file::{FileError, FinishedFile, HashingWriter, PendingFile};
 use crate::config::OutputSettings;
@@ -44,6 +47,10 @@ pub enum SinkError {
     Csv { path: PathBuf, problem: String },
     #[error("money total overflowed 38 digits")]
     Overflow,
+    /// Rows read back from the run's own spill file did not parse: a bug,
+    /// or the disk changed the file under the run.
+    #[error("rows held back in the spill file read back malformed (at byte {at} of a chunk)")]
+    SpillMalformed { at: usize },
     #[error(transparent)]
     Ledger(#[from] Box<LedgerError>),
 }
@@ -302,8 +309,8 @@ impl Sink {
     /// Commits every file and hands back the ledger connection.
     pub fn finish(mut self) -> Result<(SinkOutput, Ledger), SinkError> {
         self.record_failures()?;
-        let data_files = self.generations.finish(&mut self.ledger)?;
-        let content_files = self.content.finish(&mut self.ledger)?;
+        let data_files = self.generations.finish(&mut self.namer, &mut self.ledger)?;
+        let content_files = self.content.finish(&mut self.namer, &mut self.ledger)?;
         let failures_file = match self.failures.take() {
             Some((pending, writer)) => match writer.into_inner() {
                 Ok(out) => Some(pending.finish(out)?),

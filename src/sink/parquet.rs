@@ -1,5 +1,6 @@
 //! Parquet data files: rows are appended to Arrow builders and written in
-//! batches; zstd by default, microsecond UTC timestamps, `DECIMAL(38,18)` money.
+//! row groups cut by rows and by bytes; zstd by default, microsecond UTC
+//! timestamps, `DECIMAL(38,18)` money.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,11 @@ use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 /// zstd context per column) exists only during that flush, so an open file
 /// costs only its buffered rows, which keeps several open partitions cheap.
 const ROW_GROUP_ROWS: usize = 4 * 1024;
+/// Bytes per row group, as [`cell_bytes`] estimates them: a row group is held
+/// whole in memory twice while it is written (the builders, then its encoded
+/// pages), so rows of 200 KB prompts cut it after 40 rows, not 4,096.
+/// Metadata rows (under 1 KB) reach [`ROW_GROUP_ROWS`] first.
+pub const ROW_GROUP_BYTES: usize = 8 << 20;
 /// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB
 /// times 46 columns would be 46 MiB a file).
 const DATA_PAGE_BYTES: usize = 64 * 1024;
@@ -39,6 +45,10 @@ pub struct ParquetFile {
     schema: SchemaRef,
     builders: Vec<ColumnBuilder>,
     buffered: usize,
+    /// Estimated bytes of the buffered rows.
+    buffered_bytes: usize,
+    /// Estimated bytes of every row appended, flushed or not.
+    appended_bytes: u64,
 }
 
 impl ParquetFile {
@@ -91,21 +101,47 @@ impl ParquetFile {
             schema,
             builders,
             buffered: 0,
+            buffered_bytes: 0,
+            appended_bytes: 0,
         })
     }
 
     pub fn append<R: Row>(&mut self, row: &R) -> Result<(), SinkError> {
-        for (builder, column) in self.builders.iter_mut().zip(R::COLUMNS) {
-            builder.append((column.get)(row));
+        self.append_cells(R::COLUMNS.iter().map(|column| (column.get)(row)))
+    }
+
+    /// Appends one row given as its cells, in column order (one per column).
+    pub fn append_cells<'a>(
+        &mut self,
+        cells: impl IntoIterator<Item = Value<'a>>,
+    ) -> Result<(), SinkError> {
+        let mut bytes = 0;
+        for (builder, value) in self.builders.iter_mut().zip(cells) {
+            bytes += cell_bytes(value);
+            builder.append(value);
         }
         self.buffered += 1;
-        if self.buffered >= ROW_GROUP_ROWS {
+        self.buffered_bytes += bytes;
+        self.appended_bytes += bytes as u64;
+        if self.buffered >= ROW_GROUP_ROWS || self.buffered_bytes >= ROW_GROUP_BYTES {
             self.flush_row_group()?;
         }
         Ok(())
     }
 
-    fn flush_row_group(&mut self) -> Result<(), SinkError> {
+    /// Estimated bytes of the rows waiting for their row group.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// Estimated bytes of every row appended so far.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes
+    }
+
+    /// Writes the buffered rows as a row group now (also before it is full:
+    /// the partitions' memory budget asks for it).
+    pub fn flush_row_group(&mut self) -> Result<(), SinkError> {
         if self.buffered == 0 {
             return Ok(());
         }
@@ -121,6 +157,7 @@ impl ParquetFile {
             }
         })?;
         self.buffered = 0;
+        self.buffered_bytes = 0;
         self.writer
             .write(&batch)
             .and_then(|()| self.writer.flush())
@@ -133,6 +170,17 @@ impl ParquetFile {
         self.writer
             .into_inner()
             .map_err(|e| SinkError::parquet(&path, e))
+    }
+}
+
+/// What a cell costs in an Arrow builder, roughly: its bytes, plus an offset
+/// for text.
+fn cell_bytes(value: Value<'_>) -> usize {
+    match value {
+        Value::Text(s) => s.len() + 4,
+        Value::Money(_) => 16,
+        Value::Bool(_) => 1,
+        Value::Null | Value::Timestamp(_) | Value::Int(_) | Value::Float(_) => 8,
     }
 }
 

@@ -1,78 +1,78 @@
-//! Routes rows of one table into `date=YYYY-MM-DD` partitions, one open file per
-//! partition, rotating at `output.max_rows_per_file` and closing the least
-//! recently used file when too many are open. Every file goes through the
-//! ledger's commit protocol.
+//! Routes rows of one table into `date=YYYY-MM-DD` partitions so that a run
+//! writes at most two files per partition (plus rotation) however its rows
+//! are ordered, in bounded memory. Every file goes through the ledger's commit
+//! protocol.
+//!
+//! Up to [`MAX_OPEN_FILES`] partitions have an open file. A row for another
+//! date takes the slot of the least recently used file only if that file has
+//! gone cold (no row for [`COLD_ROWS`] rows): time-ordered input moves from day
+//! to day this way and never spills. Otherwise, or when its date was already
+//! closed to make room once, the row goes to the [`Spill`], and at the end of
+//! the run each date's spilled rows are written into its open file or into
+//! one new file. So a date gets its first file, at most one more from the
+//! spill, and files cut by rotation at `output.max_rows_per_file` rows or
+//! [`MAX_FILE_BYTES`].
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
-use super::csv::CsvFile;
-use super::parquet::ParquetFile;
+use super::file::{DataFile, OpenFile, RowKey};
+use super::spill::{Spill, SpilledRows};
 use super::{FileNamer, SinkError};
-use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
-use crate::config::{Format, OutputSettings};
-use crate::layout;
-use crate::ledger::{FileFacts, Ledger};
-use crate::schema::Row;
+use crate::config::OutputSettings;
+use crate::ledger::Ledger;
+use crate::schema::{Row, Value};
 use crate::timestamp::partition_date;
 
 /// Open files at once; each holds up to a row group in memory.
 const MAX_OPEN_FILES: usize = 8;
-/// Written rows whose IDs are linked to their file in one ledger transaction.
-const LINK_BATCH: usize = 4096;
-
-/// A data file that has been committed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DataFile {
-    #[serde(flatten)]
-    pub file: FinishedFile,
-    pub rows: u64,
-    pub min_partition_micros: i64,
-    pub max_partition_micros: i64,
-}
-
-enum Encoder {
-    Parquet(Box<ParquetFile>),
-    Csv(Box<CsvFile>),
-}
-
-struct OpenFile {
-    file_id: i64,
-    pending: PendingFile,
-    encoder: Encoder,
-    /// Ledger numbers of the IDs written but not yet linked to this file,
-    /// with their generation's `created_at`.
-    unlinked: Vec<(i64, Option<i64>)>,
-    rows: u64,
-    min: i64,
-    max: i64,
-    last_used: u64,
-}
+/// Rows (of this table) since an open file's last row after which it may be
+/// closed to make room for another date.
+const COLD_ROWS: u64 = 16 * 1024;
+/// Estimated bytes all open files may hold in row groups not yet written;
+/// past it the largest is written out early. A row group is cut on its own
+/// at 4,096 rows or `ROW_GROUP_BYTES`.
+const OPEN_BUFFER_BYTES: usize = 16 << 20;
+/// A file rotates after this much row data (uncompressed, estimated for
+/// Parquet), as it does at `output.max_rows_per_file` rows: content with
+/// large prompts would otherwise make files of many gigabytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub struct PartitionedWriter<R: Row> {
     settings: OutputSettings,
     run_id: String,
     open: HashMap<NaiveDate, OpenFile>,
+    /// Dates whose file was closed to make room: their later rows spill, so
+    /// that such a date gets at most one more file.
+    evicted: HashSet<NaiveDate>,
+    spill: Spill,
+    /// Estimated bytes of the open files' unwritten row groups.
+    buffered: usize,
     finished: Vec<DataFile>,
     uses: u64,
+    /// [`COLD_ROWS`]; smaller in unit tests.
+    cold_rows: u64,
     _rows: std::marker::PhantomData<fn(R)>,
 }
 
 impl<R: Row> PartitionedWriter<R> {
     pub fn new(settings: OutputSettings, run_id: &str) -> Self {
         PartitionedWriter {
+            spill: Spill::new(&settings.dir),
             settings,
             run_id: run_id.to_owned(),
             open: HashMap::new(),
+            evicted: HashSet::new(),
+            buffered: 0,
             finished: Vec::new(),
             uses: 0,
+            cold_rows: COLD_ROWS,
             _rows: Default::default(),
         }
     }
 
-    /// Writes `row`, whose ID is number `seq` in the ledger.
+    /// Writes `row`, whose ID is number `seq` in the ledger, or spills it.
     pub fn append(
         &mut self,
         row: &R,
@@ -80,101 +80,90 @@ impl<R: Row> PartitionedWriter<R> {
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
-        let micros = row.partition_micros();
-        let date = partition_date(micros);
-        if !self.open.contains_key(&date) {
-            if self.open.len() >= MAX_OPEN_FILES {
-                self.close_least_recent(ledger)?;
-            }
-            let file = self.open_file(date, namer, ledger)?;
-            self.open.insert(date, file);
-        }
+        let key = RowKey::of(row, seq);
+        let date = partition_date(key.partition_micros);
         self.uses += 1;
-        let max_rows = self.settings.max_rows_per_file;
-        // Present: inserted just above when missing.
+        if !self.open.contains_key(&date) && !self.make_room(date, namer, ledger)? {
+            return self.spill.push(date, key, row);
+        }
+        let cells = R::COLUMNS.iter().map(|column| (column.get)(row));
+        self.write(date, key, cells, ledger)
+    }
+
+    /// Opens a file for `date` if it may have one now, closing a cold file
+    /// to make room; false if the row must spill instead.
+    fn make_room(
+        &mut self,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<bool, SinkError> {
+        if self.evicted.contains(&date) {
+            return Ok(false);
+        }
+        if self.open.len() >= MAX_OPEN_FILES {
+            let coldest = self.open.iter().min_by_key(|(_, f)| f.last_used);
+            let Some((&cold, file)) = coldest else {
+                return Ok(false);
+            };
+            if self.uses - file.last_used < self.cold_rows {
+                return Ok(false);
+            }
+            self.close(cold, ledger)?;
+            self.evicted.insert(cold);
+        }
+        self.open_file(date, namer, ledger)?;
+        Ok(true)
+    }
+
+    fn open_file(
+        &mut self,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        let file = OpenFile::create::<R>(&self.settings, &self.run_id, date, namer, ledger)?;
+        self.open.insert(date, file);
+        Ok(())
+    }
+
+    /// Writes a row into `date`'s open file, which rotates when full; keeps
+    /// the open files' unwritten row groups within [`OPEN_BUFFER_BYTES`].
+    fn write<'a>(
+        &mut self,
+        date: NaiveDate,
+        key: RowKey,
+        cells: impl IntoIterator<Item = Value<'a>>,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        // Present: the callers open it first.
         let Some(file) = self.open.get_mut(&date) else {
             return Ok(());
         };
-        match &mut file.encoder {
-            Encoder::Parquet(p) => p.append(row)?,
-            Encoder::Csv(c) => c.append(row)?,
-        }
-        file.unlinked.push((seq, row.created_micros()));
-        file.rows += 1;
-        file.min = file.min.min(micros);
-        file.max = file.max.max(micros);
+        let before = file.buffered_bytes();
+        file.write(key, cells, ledger)?;
         file.last_used = self.uses;
-        if file.unlinked.len() >= LINK_BATCH {
-            ledger.link(file.file_id, &file.unlinked)?;
-            file.unlinked.clear();
+        self.buffered = (self.buffered + file.buffered_bytes()).saturating_sub(before);
+        if file.rows >= self.settings.max_rows_per_file || file.data_bytes() >= MAX_FILE_BYTES {
+            return self.close(date, ledger);
         }
-        if file.rows >= max_rows {
-            self.close(date, ledger)?;
+        if self.buffered > OPEN_BUFFER_BYTES {
+            self.flush_largest()?;
         }
         Ok(())
     }
 
-    fn open_file(
-        &self,
-        date: NaiveDate,
-        namer: &mut FileNamer,
-        ledger: &mut Ledger,
-    ) -> Result<OpenFile, SinkError> {
-        let table_dir = self.settings.dir.join(R::TABLE);
-        let dir: PathBuf = layout::partition_dir(&table_dir, date);
-        let path = dir.join(namer.next_data_name(self.settings.format.extension()));
-        let (pending, out) = if R::SENSITIVE {
-            create_private_dir(&table_dir)?;
-            PendingFile::create_private(path)?
-        } else {
-            PendingFile::create(path)?
-        };
-        let opened = ledger
-            .open_file(&self.run_id, R::TABLE, &pending)
-            .map_err(SinkError::from)
-            .and_then(|file_id| Ok((file_id, self.encoder(out)?)));
-        let (file_id, encoder) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                pending.abandon();
-                return Err(e);
-            }
-        };
-        Ok(OpenFile {
-            file_id,
-            pending,
-            encoder,
-            unlinked: Vec::new(),
-            rows: 0,
-            min: i64::MAX,
-            max: i64::MIN,
-            last_used: 0,
-        })
-    }
-
-    fn encoder(&self, out: HashingWriter) -> Result<Encoder, SinkError> {
-        Ok(match self.settings.format {
-            Format::Parquet => Encoder::Parquet(Box::new(ParquetFile::try_new::<R>(
-                out,
-                self.settings.money,
-                self.settings.compression,
-            )?)),
-            Format::Csv => Encoder::Csv(Box::new(CsvFile::try_new::<R>(out)?)),
-        })
-    }
-
-    fn close_least_recent(&mut self, ledger: &mut Ledger) -> Result<(), SinkError> {
-        let oldest = self
-            .open
-            .iter()
-            .min_by_key(|(_, f)| f.last_used)
-            .map(|(date, _)| *date);
-        match oldest {
-            Some(date) => self.close(date, ledger),
-            None => Ok(()),
+    /// Writes out the largest unwritten row group of the open files.
+    fn flush_largest(&mut self) -> Result<(), SinkError> {
+        let largest = self.open.values_mut().max_by_key(|f| f.buffered_bytes());
+        if let Some(file) = largest {
+            self.buffered -= file.buffered_bytes().min(self.buffered);
+            file.flush_row_group()?;
         }
+        Ok(())
     }
 
+    /// Publishes and commits `date`'s open file.
     fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
         let Some((file_id, file)) = self.publish(date, ledger)? else {
             return Ok(());
@@ -184,8 +173,7 @@ impl<R: Row> PartitionedWriter<R> {
         Ok(())
     }
 
-    /// Links the file's last rows, then syncs, stages and publishes it; the
-    /// caller commits it.
+    /// Publishes `date`'s open file; the caller commits it.
     fn publish(
         &mut self,
         date: NaiveDate,
@@ -194,31 +182,8 @@ impl<R: Row> PartitionedWriter<R> {
         let Some(file) = self.open.remove(&date) else {
             return Ok(None);
         };
-        let out = match file.encoder {
-            Encoder::Parquet(p) => p.into_inner(),
-            Encoder::Csv(c) => c.into_inner(),
-        };
-        let linked = out.and_then(|out| Ok((ledger.link(file.file_id, &file.unlinked)?, out)));
-        let out = match linked {
-            Ok(((), out)) => out,
-            Err(e) => {
-                file.pending.abandon();
-                return Err(e);
-            }
-        };
-        let facts = FileFacts {
-            rows: file.rows,
-            min_created_at: file.min,
-            max_created_at: file.max,
-        };
-        let finished = ledger.publish_file(file.file_id, file.pending, out, &facts)?;
-        let data_file = DataFile {
-            file: finished,
-            rows: file.rows,
-            min_partition_micros: file.min,
-            max_partition_micros: file.max,
-        };
-        Ok(Some((file.file_id, data_file)))
+        self.buffered -= file.buffered_bytes().min(self.buffered);
+        file.publish(ledger).map(Some)
     }
 
     fn committed(&mut self, file: DataFile) {
@@ -226,15 +191,57 @@ impl<R: Row> PartitionedWriter<R> {
         self.finished.push(file);
     }
 
-    /// Commits every open file, together, and returns all files committed,
-    /// in order. Should one fail to publish, those before it stay staged:
-    /// the run stops unfinished, and the next start commits them and lists
-    /// them in the manifest it writes for this run.
-    pub fn finish(mut self, ledger: &mut Ledger) -> Result<Vec<DataFile>, SinkError> {
-        let mut dates: Vec<NaiveDate> = self.open.keys().copied().collect();
-        dates.sort();
+    /// Writes `date`'s spilled rows into its open file, or a new one.
+    fn write_spilled(
+        &mut self,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        let Some(spilled) = self.spill.take(date) else {
+            return Ok(());
+        };
+        for part in 0..spilled.parts() {
+            let bytes = self.spill.read_part(&spilled, part)?;
+            let mut rows = SpilledRows::new(&bytes, R::COLUMNS.len());
+            while let Some(key) = rows.next_row()? {
+                if !self.open.contains_key(&date) {
+                    self.open_file(date, namer, ledger)?;
+                }
+                self.write(date, key, rows.cells().iter().copied(), ledger)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every date's spilled rows, then commits every open file,
+    /// together, and returns all files committed, in order. Should one fail
+    /// to publish, those before it stay staged: the run stops unfinished, and
+    /// the next start commits them and lists them in the manifest it writes
+    /// for this run.
+    pub fn finish(
+        mut self,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<Vec<DataFile>, SinkError> {
+        if self.spill.rows() > 0 {
+            tracing::info!(
+                table = R::TABLE,
+                rows = self.spill.rows(),
+                spill_file_bytes = self.spill.file_bytes(),
+                "writing rows held back for partitions without an open file"
+            );
+        }
+        let dates: BTreeSet<NaiveDate> = self
+            .open
+            .keys()
+            .copied()
+            .chain(self.spill.dates())
+            .collect();
         let mut published = Vec::with_capacity(dates.len());
         for date in dates {
+            // One date at a time, so that only its file buffers rows.
+            self.write_spilled(date, namer, ledger)?;
             published.extend(self.publish(date, ledger)?);
         }
         let file_ids: Vec<i64> = published.iter().map(|(id, _)| *id).collect();
@@ -247,9 +254,163 @@ impl<R: Row> PartitionedWriter<R> {
 
     /// Removes the temporary files of every open file (the run is failing);
     /// the ledger still lists them as open, and the next start settles them.
+    /// Spilled rows go with the spill file; their IDs stay pending.
     pub fn abandon(mut self) {
         for (_, file) in self.open.drain() {
-            file.pending.abandon();
+            file.abandon();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{Compression, Format};
+    use crate::schema::{Column, ColumnType, MoneyMode};
+
+    const DAY: i64 = 86_400_000_000;
+
+    /// A row of a small table: its ID's number, its day, and padding.
+    struct Dated(i64, i64, String);
+
+    impl Row for Dated {
+        const COLUMNS: &'static [Column<Self>] = &[
+            Column {
+                name: "seq",
+                ty: ColumnType::Int,
+                nullable: false,
+                get: |r| Value::Int(r.0),
+            },
+            Column {
+                name: "day",
+                ty: ColumnType::Timestamp,
+                nullable: false,
+                get: |r| Value::Timestamp(r.1),
+            },
+            Column {
+                name: "pad",
+                ty: ColumnType::Text,
+                nullable: false,
+                get: |r| Value::Text(&r.2),
+            },
+        ];
+        const TABLE: &'static str = "dated";
+        fn partition_micros(&self) -> i64 {
+            self.1
+        }
+    }
+
+    /// What [`write`] saw: files per day, rows spilled, bytes in the spill
+    /// file, and every file's rows.
+    struct Written {
+        per_day: BTreeMap<String, usize>,
+        spilled: u64,
+        spill_file_bytes: u64,
+        rows: Vec<String>,
+    }
+
+    /// Writes rows of the given days (one per entry, numbered in order, with
+    /// `pad` bytes of padding each).
+    fn write(days: &[i64], cold_rows: u64, pad: usize) -> Written {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = OutputSettings {
+            dir: dir.path().to_owned(),
+            format: Format::Csv,
+            max_rows_per_file: 1_000_000,
+            money: MoneyMode::Decimal,
+            compression: Compression::Zstd,
+        };
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+        let mut namer = FileNamer::new("r", "0");
+        let mut writer = PartitionedWriter::<Dated>::new(settings, "r");
+        writer.cold_rows = cold_rows;
+        for (seq, day) in days.iter().enumerate() {
+            let row = Dated(seq as i64, day * DAY + 1, "p".repeat(pad));
+            writer
+                .append(&row, seq as i64, &mut namer, &mut ledger)
+                .unwrap();
+        }
+        let (spilled, spill_file_bytes) = (writer.spill.rows(), writer.spill.file_bytes());
+        let files = writer.finish(&mut namer, &mut ledger).unwrap();
+        let mut per_day = BTreeMap::new();
+        let mut rows = Vec::new();
+        for file in files {
+            let day = file.file.path.parent().unwrap().file_name().unwrap();
+            *per_day
+                .entry(day.to_string_lossy().into_owned())
+                .or_default() += 1;
+            let text = std::fs::read_to_string(&file.file.path).unwrap();
+            let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+            let lines: Vec<String> = reader
+                .records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    assert_eq!(r[2].len(), pad);
+                    format!("{},{}", &r[0], &r[1])
+                })
+                .collect();
+            assert_eq!(lines.len() as u64, file.rows);
+            rows.extend(lines);
+        }
+        Written {
+            per_day,
+            spilled,
+            spill_file_bytes,
+            rows,
+        }
+    }
+
+    /// Every row is in exactly one file, with its day.
+    fn check_rows(days: &[i64], mut rows: Vec<String>) {
+        let mut want: Vec<String> = days
+            .iter()
+            .enumerate()
+            .map(|(seq, day)| {
+                let at = crate::timestamp::format_timestamp(day * DAY + 1);
+                format!("{seq},{at}")
+            })
+            .collect();
+        want.sort();
+        rows.sort();
+        assert_eq!(rows, want);
+    }
+
+    #[test]
+    fn time_ordered_days_take_turns_and_never_spill() {
+        let days: Vec<i64> = (0..30).flat_map(|d| [d; 40]).collect();
+        let w = write(&days, 100, 10);
+        assert_eq!(w.spilled, 0);
+        assert_eq!(w.per_day.len(), 30);
+        assert!(w.per_day.values().all(|&n| n == 1), "{:?}", w.per_day);
+        check_rows(&days, w.rows);
+    }
+
+    #[test]
+    fn cycling_days_spill_and_end_with_one_file_each() {
+        let days: Vec<i64> = (0..3_000).map(|i| i % 30).collect();
+        // Rows of 3 KB: the spill writes chunks to its file, beyond its
+        // in-memory budget, and reads them back.
+        let w = write(&days, 100, 3_000);
+        assert_eq!(w.spilled, 2_200, "the 22 days without an open file");
+        assert!(w.spill_file_bytes > 0, "the spill file was used");
+        assert_eq!(w.per_day.len(), 30);
+        assert!(w.per_day.values().all(|&n| n == 1), "{:?}", w.per_day);
+        check_rows(&days, w.rows);
+    }
+
+    #[test]
+    fn a_day_closed_to_make_room_gets_one_more_file_at_most() {
+        // Time-ordered twice over, as a merge of two services' logs is:
+        // the second pass finds every day closed.
+        let pass: Vec<i64> = (0..20).flat_map(|d| [d; 30]).collect();
+        let days: Vec<i64> = pass.iter().chain(&pass).copied().collect();
+        let w = write(&days, 50, 10);
+        assert!(w.spilled > 0);
+        assert_eq!(w.per_day.len(), 20);
+        assert!(w.per_day.values().all(|&n| n <= 2), "{:?}", w.per_day);
+        assert!(w.per_day.values().any(|&n| n == 2));
+        check_rows(&days, w.rows);
     }
 }

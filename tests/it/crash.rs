@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-fn export_command(base_url: &str, input: &Path, out: &Path) -> Command {
+pub(crate) fn export_command(base_url: &str, input: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genledger"));
     cmd.args([
         "-q",
@@ -47,7 +47,7 @@ pub(crate) fn check_exactly_once(out: &Path, ids: &[String]) {
 }
 
 /// [`check_exactly_once`] for one table's files (`generations`, `content`).
-fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
+pub(crate) fn check_table_exactly_once(out: &Path, table: &str, ids: &[String]) {
     let mut seen = HashSet::new();
     let files = table_files(out, table, ".parquet");
     for file in &files {
@@ -378,7 +378,7 @@ async fn failed_ids_stay_failed_until_retry_failed() {
 
 /// Starts `cmd`, SIGKILLs it after `after`; returns whether it was still
 /// running then (killed mid-way rather than already done).
-async fn kill_after(mut cmd: std::process::Command, after: Duration) -> bool {
+pub(crate) async fn kill_after(mut cmd: std::process::Command, after: Duration) -> bool {
     let mut child = cmd.spawn().unwrap();
     tokio::task::spawn_blocking(move || {
         std::thread::sleep(after);

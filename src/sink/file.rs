@@ -1,0 +1,203 @@
+//! One data file being written: its encoder, its record in the ledger, and the
+//! rows written into it but not yet linked to it there.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+
+use super::csv::CsvFile;
+use super::parquet::ParquetFile;
+use super::{FileNamer, SinkError};
+use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile, create_private_dir};
+use crate::config::{Format, OutputSettings};
+use crate::layout;
+use crate::ledger::{FileFacts, Ledger};
+use crate::schema::{Row, Value};
+
+/// Written rows whose IDs are linked to their file in one ledger transaction.
+const LINK_BATCH: usize = 4096;
+
+/// A data file that has been committed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataFile {
+    #[serde(flatten)]
+    pub file: FinishedFile,
+    pub rows: u64,
+    pub min_partition_micros: i64,
+    pub max_partition_micros: i64,
+}
+
+/// What the writers need of a row besides its cells: its ID's number in the
+/// ledger, its generation's `created_at`, and the instant that partitions it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RowKey {
+    pub seq: i64,
+    pub created: Option<i64>,
+    pub partition_micros: i64,
+}
+
+impl RowKey {
+    pub fn of<R: Row>(row: &R, seq: i64) -> RowKey {
+        RowKey {
+            seq,
+            created: row.created_micros(),
+            partition_micros: row.partition_micros(),
+        }
+    }
+}
+
+enum Encoder {
+    Parquet(Box<ParquetFile>),
+    Csv(Box<CsvFile>),
+}
+
+pub(super) struct OpenFile {
+    file_id: i64,
+    pending: PendingFile,
+    encoder: Encoder,
+    /// Ledger numbers of the IDs written but not yet linked to this file,
+    /// with their generation's `created_at`.
+    unlinked: Vec<(i64, Option<i64>)>,
+    pub rows: u64,
+    min: i64,
+    max: i64,
+    /// When it last took a row, counted in rows taken by its writer.
+    pub last_used: u64,
+}
+
+impl OpenFile {
+    /// Creates the file under its hidden name in `date`'s partition of table
+    /// `R` and registers it with the ledger (protocol step 1).
+    pub fn create<R: Row>(
+        settings: &OutputSettings,
+        run_id: &str,
+        date: NaiveDate,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<OpenFile, SinkError> {
+        let table_dir = settings.dir.join(R::TABLE);
+        let dir: PathBuf = layout::partition_dir(&table_dir, date);
+        let path = dir.join(namer.next_data_name(settings.format.extension()));
+        let (pending, out) = if R::SENSITIVE {
+            create_private_dir(&table_dir)?;
+            PendingFile::create_private(path)?
+        } else {
+            PendingFile::create(path)?
+        };
+        let opened = ledger
+            .open_file(run_id, R::TABLE, &pending)
+            .map_err(SinkError::from)
+            .and_then(|file_id| Ok((file_id, encoder::<R>(settings, out)?)));
+        let (file_id, encoder) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                pending.abandon();
+                return Err(e);
+            }
+        };
+        Ok(OpenFile {
+            file_id,
+            pending,
+            encoder,
+            unlinked: Vec::new(),
+            rows: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+            last_used: 0,
+        })
+    }
+
+    /// Writes one row, given as its cells in column order.
+    pub fn write<'a>(
+        &mut self,
+        key: RowKey,
+        cells: impl IntoIterator<Item = Value<'a>>,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        match &mut self.encoder {
+            Encoder::Parquet(p) => p.append_cells(cells)?,
+            Encoder::Csv(c) => c.append_cells(cells)?,
+        }
+        self.unlinked.push((key.seq, key.created));
+        self.rows += 1;
+        self.min = self.min.min(key.partition_micros);
+        self.max = self.max.max(key.partition_micros);
+        if self.unlinked.len() >= LINK_BATCH {
+            ledger.link(self.file_id, &self.unlinked)?;
+            self.unlinked.clear();
+        }
+        Ok(())
+    }
+
+    /// Estimated bytes held in memory for the next row group (none for CSV,
+    /// which streams).
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.encoder {
+            Encoder::Parquet(p) => p.buffered_bytes(),
+            Encoder::Csv(_) => 0,
+        }
+    }
+
+    /// The row data written so far: estimated for Parquet, exact for CSV.
+    pub fn data_bytes(&self) -> u64 {
+        match &self.encoder {
+            Encoder::Parquet(p) => p.appended_bytes(),
+            Encoder::Csv(c) => c.written_bytes(),
+        }
+    }
+
+    /// Writes the buffered rows out as a row group now.
+    pub fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        match &mut self.encoder {
+            Encoder::Parquet(p) => p.flush_row_group(),
+            Encoder::Csv(_) => Ok(()),
+        }
+    }
+
+    /// Links the file's last rows, then syncs, stages and publishes it
+    /// (protocol steps 2 and 3); the caller commits it.
+    pub fn publish(self, ledger: &mut Ledger) -> Result<(i64, DataFile), SinkError> {
+        let out = match self.encoder {
+            Encoder::Parquet(p) => p.into_inner(),
+            Encoder::Csv(c) => c.into_inner(),
+        };
+        let linked = out.and_then(|out| Ok((ledger.link(self.file_id, &self.unlinked)?, out)));
+        let out = match linked {
+            Ok(((), out)) => out,
+            Err(e) => {
+                self.pending.abandon();
+                return Err(e);
+            }
+        };
+        let facts = FileFacts {
+            rows: self.rows,
+            min_created_at: self.min,
+            max_created_at: self.max,
+        };
+        let finished = ledger.publish_file(self.file_id, self.pending, out, &facts)?;
+        let data_file = DataFile {
+            file: finished,
+            rows: self.rows,
+            min_partition_micros: self.min,
+            max_partition_micros: self.max,
+        };
+        Ok((self.file_id, data_file))
+    }
+
+    /// Removes the temporary file (the run is failing); the ledger still
+    /// lists it as open, and the next start settles it.
+    pub fn abandon(self) {
+        self.pending.abandon();
+    }
+}
+
+fn encoder<R: Row>(settings: &OutputSettings, out: HashingWriter) -> Result<Encoder, SinkError> {
+    Ok(match settings.format {
+        Format::Parquet => Encoder::Parquet(Box::new(ParquetFile::try_new::<R>(
+            out,
+            settings.money,
+            settings.compression,
+        )?)),
+        Format::Csv => Encoder::Csv(Box::new(CsvFile::try_new::<R>(out)?)),
+    })
+}
