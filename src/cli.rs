@@ -326,6 +326,18 @@ pub struct BenchArgs {
     /// Skip the rate table (about 30 minutes at the defaults).
     #[arg(long)]
     pub skip_rates: bool,
+    /// IDs in each 90-day run (one in time order, one cycling through the days).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub cycle_ids: u64,
+    /// Skip the 90-day runs.
+    #[arg(long)]
+    pub skip_cycle: bool,
+    /// IDs in the content run, each with a 200 KiB stored prompt.
+    #[arg(long, default_value_t = 20_000)]
+    pub content_ids: u64,
+    /// Skip the content run.
+    #[arg(long)]
+    pub skip_content: bool,
     /// Working directory for IDs and output (removed afterwards).
     #[arg(long, default_value = "genledger-bench")]
     pub dir: PathBuf,

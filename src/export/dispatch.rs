@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::live::LiveCounts;
@@ -15,12 +15,18 @@ use crate::source::SourceItem;
 use crate::stop::Stop;
 use crate::timestamp;
 
+/// KiB of stored content queued for the sink thread at most. The queue
+/// counts outcomes (2,048), and content can be large: 200 KB prompts filled
+/// it with 400 MB whenever the sink fell behind.
+const CONTENT_QUEUE_KIB: usize = 8 * 1024;
+
 /// What the sink thread receives: records with their IDs' numbers in the
 /// ledger, by which the sink links them to their files. Failure rows of
-/// content carry a content reason ([`Reason::is_content`]).
+/// content carry a content reason ([`Reason::is_content`]). Content holds
+/// its share of [`CONTENT_QUEUE_KIB`] until the sink is done with it.
 pub(super) enum Outcome {
     Exported(Box<Generation>, i64),
-    Content(Box<Content>, i64),
+    Content(Box<Content>, i64, OwnedSemaphorePermit),
     Failed(FailureRow),
     Pending(FailureRow),
 }
@@ -42,6 +48,8 @@ pub(super) async fn dispatch(
     concurrency: usize,
 ) {
     let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
+    // KiB of content the sink has yet to write.
+    let queued = Arc::new(Semaphore::new(CONTENT_QUEUE_KIB));
     let mut tasks = JoinSet::new();
     'chunks: loop {
         let chunk = tokio::select! {
@@ -64,13 +72,14 @@ pub(super) async fn dispatch(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break 'chunks;
             };
-            let (client, sink, live) = (
+            let (client, sink, live, queued) = (
                 fanout.client.clone(),
                 fanout.sink.clone(),
                 fanout.live.clone(),
+                queued.clone(),
             );
             tasks.spawn(async move {
-                fetch_item(item, &client, &sink, &live).await;
+                fetch_item(item, &client, &sink, &live, queued).await;
                 drop(permit);
             });
         }
@@ -86,6 +95,7 @@ async fn fetch_item(
     client: &Client,
     sink: &mpsc::Sender<Outcome>,
     live: &LiveCounts,
+    queued: Arc<Semaphore>,
 ) {
     let (id, seq, line, created_at) = match item {
         SourceItem::Invalid { .. } | SourceItem::OutsideRetention { .. } => return,
@@ -114,7 +124,15 @@ async fn fetch_item(
         }
     };
     let outcome = match client.fetch_content(&id, created_at).await {
-        Fetched::Record(content) => Outcome::Content(content, seq),
+        Fetched::Record(content) => {
+            // A content larger than the whole budget waits for all of it.
+            let kib = (text_bytes(&content) / 1024 + 1).min(CONTENT_QUEUE_KIB);
+            // The semaphore is never closed.
+            let Ok(share) = queued.acquire_many_owned(kib as u32).await else {
+                return;
+            };
+            Outcome::Content(content, seq, share)
+        }
         Fetched::Failed(f) => Outcome::Failed(failure_row(id, line, f)),
         Fetched::Pending(f) => Outcome::Pending(failure_row(id, line, f)),
     };
@@ -142,6 +160,20 @@ async fn fetch_metadata(
     };
     sink.send(outcome).await.ok()?;
     created_at
+}
+
+/// The bytes of a content's text fields.
+fn text_bytes(content: &Content) -> usize {
+    [
+        &content.input_prompt,
+        &content.input_messages,
+        &content.output_completion,
+        &content.output_reasoning,
+        &content.error,
+    ]
+    .iter()
+    .map(|text| text.as_ref().map_or(0, String::len))
+    .sum()
 }
 
 fn failure_row(id: String, line: Option<u64>, f: Failure) -> FailureRow {

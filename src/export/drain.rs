@@ -27,7 +27,7 @@ pub(super) fn drain_into_sink(
             Outcome::Exported(record, seq) => {
                 sink.write(record, *seq).map(|()| Some(&live.exported))
             }
-            Outcome::Content(content, seq) => sink
+            Outcome::Content(content, seq, _queued) => sink
                 .write_content(content, *seq)
                 .map(|()| Some(&live.content_exported)),
             Outcome::Failed(row) => sink.write_failure(row, IdStatus::Failed).map(|()| {

@@ -38,6 +38,8 @@ const OPEN_BUFFER_BYTES: usize = 16 << 20;
 /// Parquet), as it does at `output.max_rows_per_file` rows: content with
 /// large prompts would otherwise make files of many gigabytes.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Rows of the files committed together at the end of a run.
+const COMMIT_ROWS: u64 = 128 * 1024;
 
 pub struct PartitionedWriter<R: Row> {
     settings: OutputSettings,
@@ -214,11 +216,11 @@ impl<R: Row> PartitionedWriter<R> {
         Ok(())
     }
 
-    /// Writes every date's spilled rows, then commits every open file,
-    /// together, and returns all files committed, in order. Should one fail
-    /// to publish, those before it stay staged: the run stops unfinished, and
-    /// the next start commits them and lists them in the manifest it writes
-    /// for this run.
+    /// Writes every date's spilled rows and commits every file, in groups of
+    /// about [`COMMIT_ROWS`] rows, and returns all files committed, in order.
+    /// Should one fail to publish, those published before it and not yet
+    /// committed stay staged: the run stops unfinished, and the next start
+    /// commits them and lists them in the manifest it writes for this run.
     pub fn finish(
         mut self,
         namer: &mut FileNamer,
@@ -238,18 +240,36 @@ impl<R: Row> PartitionedWriter<R> {
             .copied()
             .chain(self.spill.dates())
             .collect();
-        let mut published = Vec::with_capacity(dates.len());
+        let mut published = Vec::new();
+        let mut rows = 0;
         for date in dates {
             // One date at a time, so that only its file buffers rows.
             self.write_spilled(date, namer, ledger)?;
-            published.extend(self.publish(date, ledger)?);
+            if let Some(file) = self.publish(date, ledger)? {
+                rows += file.1.rows;
+                published.push(file);
+            }
+            if rows >= COMMIT_ROWS {
+                self.commit(std::mem::take(&mut published), ledger)?;
+                rows = 0;
+            }
         }
+        self.commit(published, ledger)?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// Commits published files together.
+    fn commit(
+        &mut self,
+        published: Vec<(i64, DataFile)>,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
         let file_ids: Vec<i64> = published.iter().map(|(id, _)| *id).collect();
         ledger.mark_committed(&file_ids)?;
         for (_, file) in published {
             self.committed(file);
         }
-        Ok(std::mem::take(&mut self.finished))
+        Ok(())
     }
 
     /// Removes the temporary files of every open file (the run is failing);

@@ -1,7 +1,10 @@
 //! `genledger bench`: runs the release binary against the simulator, each in its
-//! own process on this machine, and prints throughput, peak memory, and the
-//! rate table (behaviour under each kind of rate limit).
+//! own process on this machine, and prints throughput, peak memory, files per
+//! partition when the input cycles through the days, memory with large
+//! prompts, and the rate table (behaviour under each kind of rate limit).
 
+mod content;
+mod cycle;
 mod rate;
 
 use std::fs;
@@ -48,6 +51,12 @@ fn measure(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
             ));
         }
     }
+    if !args.skip_cycle {
+        rows.extend(cycle::rows(&exe, &args.dir, args.cycle_ids)?);
+    }
+    if !args.skip_content {
+        rows.extend(content::rows(&exe, &args.dir, args.content_ids)?);
+    }
     if !args.skip_rates {
         rows.extend(rate::table(&exe, &args.dir, args.rate, args.rate_secs)?);
     }
@@ -69,6 +78,7 @@ fn measure(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
 /// The parts of an export's JSON summary the benchmark reads.
 struct Figures {
     exported: u64,
+    content_exported: u64,
     learned: Option<f64>,
     requests: u64,
     rate_limited: u64,
@@ -86,6 +96,19 @@ fn export(
     out: &Path,
     rps: f64,
     fresh: bool,
+) -> anyhow::Result<Figures> {
+    export_with(exe, base_url, ids, out, rps, fresh, &[])
+}
+
+/// [`export`] with more `export` flags.
+fn export_with(
+    exe: &Path,
+    base_url: &str,
+    ids: &Path,
+    out: &Path,
+    rps: f64,
+    fresh: bool,
+    flags: &[&str],
 ) -> anyhow::Result<Figures> {
     if fresh {
         let _ = fs::remove_dir_all(out);
@@ -105,6 +128,7 @@ fn export(
         .arg("--output")
         .arg(out)
         .args(["--base-url", base_url, "--rps", &rps.to_string()])
+        .args(flags)
         .env("OPENROUTER_API_KEY", "bench-key")
         .env("GENLEDGER_FETCH__BURST", "5")
         .env_remove("GENLEDGER_CONFIG")
@@ -117,6 +141,7 @@ fn export(
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(Figures {
         exported: counts["exported"].as_u64().unwrap_or(0),
+        content_exported: counts["content_exported"].as_u64().unwrap_or(0),
         learned: summary["rate"]["learned"].as_f64(),
         requests: counts["requests"].as_u64().unwrap_or(0),
         rate_limited: counts["rate_limited"].as_u64().unwrap_or(0),
