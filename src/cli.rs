@@ -338,6 +338,13 @@ pub struct BenchArgs {
     /// Skip the content run.
     #[arg(long)]
     pub skip_content: bool,
+    /// Settled IDs in the ledger before the ledger-scale export (it is run
+    /// with a tenth of this many, then all).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub ledger_ids: u64,
+    /// Skip the ledger-scale runs.
+    #[arg(long)]
+    pub skip_ledger: bool,
     /// Working directory for IDs and output (removed afterwards).
     #[arg(long, default_value = "genledger-bench")]
     pub dir: PathBuf,

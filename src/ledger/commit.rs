@@ -161,30 +161,47 @@ impl Ledger {
     }
 }
 
+/// IDs settled at a time: a file of a million rows must not become a
+/// million rows in memory at once (it was 35 MB at the end of a run).
+pub(super) const SETTLE_CHUNK: i64 = 16 * 1024;
+
 /// Moves the committed files' IDs that are now settled into their days'
 /// tables, and forgets the files' row links: they are needed only until a
 /// file is committed (reconciliation settles only uncommitted files).
+///
+/// A file's rows are walked in [`SETTLE_CHUNK`]s, in the order they were
+/// linked (about the order the IDs were admitted). An ID in two of the
+/// files (its metadata and its content) settles once: settling removes it
+/// from `ids`, so the second file's join no longer finds it.
 fn settle_committed(tx: &rusqlite::Transaction<'_>, file_ids: &[i64]) -> rusqlite::Result<()> {
-    let rows: Vec<Settling> = {
-        let mut stmt = tx.prepare(&format!(
-            "SELECT DISTINCT i.seq, i.id, coalesce(i.content_status, 0), i.created_at
-             FROM file_rows f JOIN ids i ON i.seq = f.seq
-             WHERE f.file_id IN ({}) AND i.status = 1
-             AND (i.content_status = 1 OR coalesce(i.content_wanted, 0) = 0)
-             ORDER BY i.seq",
-            placeholders(file_ids.len())
-        ))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(file_ids), |r| {
-            Ok(Settling {
-                seq: Some(r.get(0)?),
-                id: r.get(1)?,
-                content: r.get(2)?,
-                created_at: r.get(3)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    settled::settle(tx, &rows, chrono::Utc::now().timestamp_micros())?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut stmt = tx.prepare(
+        "SELECT f.rowid, i.seq, i.id, coalesce(i.content_status, 0), i.created_at
+         FROM file_rows f JOIN ids i ON i.seq = f.seq
+         WHERE f.file_id = ?1 AND f.rowid > ?2 AND i.status = 1
+         AND (i.content_status = 1 OR coalesce(i.content_wanted, 0) = 0)
+         ORDER BY f.rowid LIMIT ?3",
+    )?;
+    for &file_id in file_ids {
+        let mut after = 0_i64;
+        loop {
+            let mut rows = Vec::new();
+            let mut found = stmt.query(params![file_id, after, SETTLE_CHUNK])?;
+            while let Some(r) = found.next()? {
+                after = r.get(0)?;
+                rows.push(Settling {
+                    seq: Some(r.get(1)?),
+                    id: r.get(2)?,
+                    content: r.get(3)?,
+                    created_at: r.get(4)?,
+                });
+            }
+            if rows.is_empty() {
+                break;
+            }
+            settled::settle(tx, &rows, now)?;
+        }
+    }
     tx.execute(
         &format!(
             "DELETE FROM file_rows WHERE file_id IN ({})",

@@ -650,3 +650,28 @@ fn a_rebuild_that_finds_an_id_failed_then_exported_settles_it() {
     assert_eq!(ledger.info().unwrap().exported_content_due, 0, "settled");
     assert!(ledger.audit().unwrap().problems.is_empty());
 }
+
+#[test]
+fn a_file_larger_than_a_settling_chunk_settles_every_id_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    let n = 2 * commit::SETTLE_CHUNK as usize + 123;
+    let ids: Vec<String> = (0..n).map(|i| format!("gen-1700000000-{i:06}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ledger.admit(&refs, run, 1, None).unwrap();
+    let rows: Vec<(&str, Option<i64>)> = refs.iter().map(|id| (*id, Some(1))).collect();
+    commit(&mut ledger, dir.path(), "generations", &rows);
+
+    let info = ledger.info().unwrap();
+    assert_eq!((info.settled, info.pending), (n as u64, 0));
+    let links: i64 = ledger
+        .conn
+        .query_row("SELECT count(*) FROM file_rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(links, 0, "links forgotten once committed");
+    assert_eq!(
+        ledger.status_of(&ids[n - 1]).unwrap(),
+        Some(IdStatus::Exported)
+    );
+}

@@ -1,10 +1,12 @@
 //! `genledger bench`: runs the release binary against the simulator, each in its
 //! own process on this machine, and prints throughput, peak memory, files per
 //! partition when the input cycles through the days, memory with large
-//! prompts, and the rate table (behaviour under each kind of rate limit).
+//! prompts, speed and size with millions of IDs already in the ledger, and
+//! the rate table (behaviour under each kind of rate limit).
 
 mod content;
 mod cycle;
+mod ledger;
 mod rate;
 
 use std::fs;
@@ -56,6 +58,9 @@ fn measure(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
     }
     if !args.skip_content {
         rows.extend(content::rows(&exe, &args.dir, args.content_ids)?);
+    }
+    if !args.skip_ledger {
+        rows.extend(ledger::rows(&exe, &args.dir, args.ledger_ids, args.ids)?);
     }
     if !args.skip_rates {
         rows.extend(rate::table(&exe, &args.dir, args.rate, args.rate_secs)?);
