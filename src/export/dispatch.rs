@@ -19,6 +19,18 @@ use crate::timestamp;
 /// counts outcomes (2,048), and content can be large: 200 KB prompts filled
 /// it with 400 MB whenever the sink fell behind.
 const CONTENT_QUEUE_KIB: usize = 8 * 1024;
+/// Content answers fetched at once at most, whatever `fetch.concurrency`
+/// says: each can be megabytes, and memory grew with the number in flight
+/// (200 KB prompts: peak RSS 128 MiB at 64 at once, 78 MiB at 16, at the
+/// same records/s, which the sink's compression bounds).
+const CONTENT_FETCHES: usize = 16;
+
+/// What holds content's memory: fetches in flight, and what waits for the
+/// sink.
+struct ContentBudget {
+    fetches: Semaphore,
+    queued: Arc<Semaphore>,
+}
 
 /// What the sink thread receives: records with their IDs' numbers in the
 /// ledger, by which the sink links them to their files. Failure rows of
@@ -48,8 +60,11 @@ pub(super) async fn dispatch(
     concurrency: usize,
 ) {
     let slots = Arc::new(Semaphore::new(concurrency * 4 + 16));
-    // KiB of content the sink has yet to write.
-    let queued = Arc::new(Semaphore::new(CONTENT_QUEUE_KIB));
+    let budget = Arc::new(ContentBudget {
+        fetches: Semaphore::new(CONTENT_FETCHES),
+        // KiB of content the sink has yet to write.
+        queued: Arc::new(Semaphore::new(CONTENT_QUEUE_KIB)),
+    });
     let mut tasks = JoinSet::new();
     'chunks: loop {
         let chunk = tokio::select! {
@@ -72,14 +87,14 @@ pub(super) async fn dispatch(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break 'chunks;
             };
-            let (client, sink, live, queued) = (
+            let (client, sink, live, budget) = (
                 fanout.client.clone(),
                 fanout.sink.clone(),
                 fanout.live.clone(),
-                queued.clone(),
+                budget.clone(),
             );
             tasks.spawn(async move {
-                fetch_item(item, &client, &sink, &live, queued).await;
+                fetch_item(item, &client, &sink, &live, &budget).await;
                 drop(permit);
             });
         }
@@ -95,7 +110,7 @@ async fn fetch_item(
     client: &Client,
     sink: &mpsc::Sender<Outcome>,
     live: &LiveCounts,
-    queued: Arc<Semaphore>,
+    budget: &ContentBudget,
 ) {
     let (id, seq, line, created_at) = match item {
         SourceItem::Invalid { .. } | SourceItem::OutsideRetention { .. } => return,
@@ -123,12 +138,17 @@ async fn fetch_item(
             (id, seq, line, created_at)
         }
     };
-    let outcome = match client.fetch_content(&id, created_at).await {
+    // The semaphores are never closed.
+    let Ok(fetching) = budget.fetches.acquire().await else {
+        return;
+    };
+    let fetched = client.fetch_content(&id, created_at).await;
+    drop(fetching);
+    let outcome = match fetched {
         Fetched::Record(content) => {
             // A content larger than the whole budget waits for all of it.
             let kib = (text_bytes(&content) / 1024 + 1).min(CONTENT_QUEUE_KIB);
-            // The semaphore is never closed.
-            let Ok(share) = queued.acquire_many_owned(kib as u32).await else {
+            let Ok(share) = budget.queued.clone().acquire_many_owned(kib as u32).await else {
                 return;
             };
             Outcome::Content(content, seq, share)
