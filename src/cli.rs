@@ -208,6 +208,10 @@ pub struct RunFlags {
     /// Also export stored prompts and completions (sensitive). Overrides `export.content`.
     #[arg(long)]
     pub with_content: bool,
+    /// Also write the FOCUS cost and usage table (`focus/`); needs
+    /// `focus.billing_account_id`. Adds `focus` to `output.tables`.
+    #[arg(long)]
+    pub focus: bool,
 }
 
 /// The flags' layer of the configuration: only flags given on the command
@@ -248,6 +252,9 @@ impl Provider for RunFlags {
         }
         if self.with_content {
             set("export.content", Value::serialize(true)?);
+        }
+        if self.focus {
+            set("output.tables", Value::serialize(["generations", "focus"])?);
         }
         Ok(Profile::Default.collect(root))
     }

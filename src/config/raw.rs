@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub output: RawOutput,
     pub state: RawState,
     pub export: RawExport,
+    pub focus: RawFocus,
     pub schedule: RawSchedule,
     pub metrics: RawMetrics,
     /// How long a signalled shutdown may take to finish in-flight work.
@@ -150,6 +151,10 @@ pub struct RawOutput {
     pub money: MoneyMode,
     /// Parquet compression: `zstd`, `snappy` or `none` (CSV is written uncompressed).
     pub compression: Compression,
+    /// Tables to write: `generations` (always), and `focus`, the FinOps
+    /// Foundation's FOCUS 1.2 cost and usage schema, one row per generation
+    /// (needs `focus.billing_account_id`).
+    pub tables: Vec<String>,
 }
 
 impl Default for RawOutput {
@@ -160,6 +165,7 @@ impl Default for RawOutput {
             max_rows_per_file: 250_000,
             money: MoneyMode::Decimal,
             compression: Compression::Zstd,
+            tables: vec!["generations".into()],
         }
     }
 }
@@ -182,6 +188,17 @@ pub struct RawState {
 pub struct RawExport {
     /// Also export stored prompts and completions (sensitive).
     pub content: bool,
+}
+
+/// `[focus]`: the FOCUS table's billing account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFocus {
+    /// `BillingAccountId` of every FOCUS row: your OpenRouter account or
+    /// organisation ID. Required when `output.tables` includes `focus`.
+    pub billing_account_id: Option<String>,
+    /// `BillingAccountName` of every FOCUS row; null when unset.
+    pub billing_account_name: Option<String>,
 }
 
 /// `[schedule]`: the daemon's timetable.
@@ -209,6 +226,7 @@ impl Default for RawConfig {
             output: RawOutput::default(),
             state: RawState::default(),
             export: RawExport::default(),
+            focus: RawFocus::default(),
             schedule: RawSchedule::default(),
             metrics: RawMetrics::default(),
             shutdown_timeout: Duration::from_secs(30),

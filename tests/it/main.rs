@@ -12,6 +12,7 @@ mod deploy;
 #[cfg(unix)]
 mod disk;
 mod faults;
+mod focus;
 mod limits;
 mod network;
 mod partition;
