@@ -11,7 +11,7 @@ use figment::{Metadata, Profile, Provider};
 
 use crate::config::Format;
 use crate::ddl::{Dialect, Table};
-use crate::report::ReportFormat;
+use crate::report::{Dim, ReportFormat};
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
 use crate::simulator::SimConfig;
@@ -369,6 +369,11 @@ pub struct SchemaArgs {
 pub struct ReportArgs {
     /// Export directory (the `output.dir` of a run, holding `generations/`).
     pub dir: PathBuf,
+    /// Also sum by these columns together (comma-separated), one row per
+    /// combination: model, provider, app_id, external_user, workspace_id,
+    /// api_type, day.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "COLUMNS")]
+    pub by: Vec<Dim>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
