@@ -11,6 +11,7 @@ use figment::{Metadata, Profile, Provider};
 
 use crate::config::Format;
 use crate::ddl::{Dialect, Table};
+use crate::reconcile::render::ReconcileFormat;
 use crate::report::{Dim, ReportFormat};
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
@@ -94,6 +95,10 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Cost and tokens by model and by day from an export directory (and a chart).
     Report(ReportArgs),
+    /// Hold an export against OpenRouter's own daily totals (the Activity API,
+    /// management key): per day, model and provider, what is missing or extra.
+    /// Exit 0 when everything agrees, 1 when something differs, 2 on errors.
+    Reconcile(ReconcileArgs),
     /// Look after the state ledger.
     #[command(subcommand)]
     State(StateCommand),
@@ -363,6 +368,28 @@ pub struct SchemaArgs {
     /// one bare JSON schema, as `bq mk --schema` takes it.
     #[arg(long, value_enum)]
     pub table: Option<Table>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Export directory (the `output.dir` of a run, holding `generations/`).
+    pub dir: PathBuf,
+    /// First UTC day to compare (default: 30 days before today).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last UTC day to compare (default: yesterday; the API has completed days only).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<chrono::NaiveDate>,
+    /// Output on stdout.
+    #[arg(long, value_enum, default_value_t = ReconcileFormat::Text)]
+    pub format: ReconcileFormat,
+    /// Compare only the generations made with the API key of this SHA-256
+    /// (hex, as the keys API lists it): the key the application uses.
+    #[arg(long, value_name = "HASH")]
+    pub api_key_hash: Option<String>,
+    /// API base URL. Overrides `api.base_url`.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub state: RawState,
     pub export: RawExport,
     pub focus: RawFocus,
+    pub reconcile: RawReconcile,
     pub schedule: RawSchedule,
     pub metrics: RawMetrics,
     /// How long a signalled shutdown may take to finish in-flight work.
@@ -35,6 +36,9 @@ pub struct RawApi {
     pub base_url: String,
     /// File holding the API key (a mounted secret). `OPENROUTER_API_KEY` wins when set.
     pub key_file: Option<PathBuf>,
+    /// File holding a management key, which `genledger reconcile` needs for the
+    /// Activity API. `OPENROUTER_MANAGEMENT_KEY` wins when set.
+    pub management_key_file: Option<PathBuf>,
     /// Allow plain `http://` to hosts other than loopback.
     pub allow_insecure_http: bool,
     /// Sent as `HTTP-Referer` for attribution.
@@ -48,6 +52,7 @@ impl Default for RawApi {
         RawApi {
             base_url: "https://openrouter.ai/api/v1".into(),
             key_file: None,
+            management_key_file: None,
             allow_insecure_http: false,
             referer: None,
             title: None,
@@ -201,6 +206,16 @@ pub struct RawFocus {
     pub billing_account_name: Option<String>,
 }
 
+/// `[reconcile]`: the daemon's check of the export against the Activity API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawReconcile {
+    /// Six-field cron expression (UTC) on which the daemon compares the
+    /// export with OpenRouter's daily totals over the last 30 completed days
+    /// and exposes the result in `/metrics`; needs a management key. Unset: never.
+    pub cron: Option<String>,
+}
+
 /// `[schedule]`: the daemon's timetable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -227,6 +242,7 @@ impl Default for RawConfig {
             state: RawState::default(),
             export: RawExport::default(),
             focus: RawFocus::default(),
+            reconcile: RawReconcile::default(),
             schedule: RawSchedule::default(),
             metrics: RawMetrics::default(),
             shutdown_timeout: Duration::from_secs(30),

@@ -91,6 +91,10 @@ pub struct Settings {
     pub content: bool,
     /// The daemon's schedule (`schedule.cron`), parsed.
     pub schedule: Option<Schedule>,
+    /// The management key for the Activity API (`reconcile`), masked.
+    pub management_key: Option<ApiKey>,
+    /// When the daemon reconciles (`reconcile.cron`), parsed.
+    pub reconcile_schedule: Option<Schedule>,
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     /// The slice of IDs this process owns (the whole space unless `--shard`).
@@ -115,6 +119,12 @@ impl Settings {
         let schedule = match &raw.schedule.cron {
             Some(expr) => {
                 Some(Schedule::parse(expr).map_err(|message| invalid("schedule.cron", message))?)
+            }
+            None => None,
+        };
+        let reconcile_schedule = match &raw.reconcile.cron {
+            Some(expr) => {
+                Some(Schedule::parse(expr).map_err(|message| invalid("reconcile.cron", message))?)
             }
             None => None,
         };
@@ -144,6 +154,8 @@ impl Settings {
             retention: raw.state.retention,
             content: raw.export.content,
             schedule,
+            management_key: None,
+            reconcile_schedule,
             metrics_listen,
             shutdown_timeout: raw.shutdown_timeout,
             shard: Shard::default(),

@@ -16,6 +16,7 @@ mod focus;
 mod limits;
 mod network;
 mod partition;
+mod reconcile;
 mod report;
 mod retention;
 mod roundtrip;
