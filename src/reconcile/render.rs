@@ -128,7 +128,18 @@ pub fn text(window: Window, rows: &[Row], summary: &Summary) -> String {
             status_text(row.status).to_owned(),
         ]);
     }
-    let mut out = format!(
+    let mut out = summary_line(window, summary);
+    if lines.len() == 1 {
+        return out;
+    }
+    out.push('\n');
+    aligned(&lines, &mut out);
+    out
+}
+
+/// The first line: the window and what agrees.
+fn summary_line(window: Window, summary: &Summary) -> String {
+    format!(
         "{} to {} (UTC): {} of {} day x model x provider groups agree; \
          API {} requests, export {} rows; missing {} requests ({} USD), extra {} rows\n",
         window.from,
@@ -140,18 +151,18 @@ pub fn text(window: Window, rows: &[Row], summary: &Summary) -> String {
         summary.missing_requests,
         summary.missing_cost,
         summary.extra_rows,
-    );
-    if lines.len() == 1 {
-        return out;
-    }
-    out.push('\n');
+    )
+}
+
+/// `lines` in columns; the counts and money right-aligned.
+fn aligned(lines: &[[String; 10]], out: &mut String) {
     let mut widths = [0usize; 10];
-    for line in &lines {
+    for line in lines {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for line in &lines {
+    for line in lines {
         let mut text = String::new();
         for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
             let _ = if (3..9).contains(&i) {
@@ -163,7 +174,6 @@ pub fn text(window: Window, rows: &[Row], summary: &Summary) -> String {
         out.push_str(text.trim_end());
         out.push('\n');
     }
-    out
 }
 
 fn status_text(status: Status) -> &'static str {
