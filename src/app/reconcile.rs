@@ -23,6 +23,14 @@ pub async fn run(config_file: Option<&Path>, args: &ReconcileArgs) -> anyhow::Re
             config::MANAGEMENT_KEY_ENV
         );
     };
+    // A key pasted where its hash belongs would travel in the URL, which
+    // errors show: refuse anything but a SHA-256 (and do not echo it).
+    let hash_ok = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if args.api_key_hash.as_ref().is_some_and(|h| !hash_ok(h)) {
+        bail!(
+            "--api-key-hash takes the SHA-256 of a key: 64 hexadecimal digits, not the key itself"
+        );
+    }
     let today = chrono::Utc::now().date_naive();
     let default = Window::last_30_days(today);
     let window = Window {

@@ -191,3 +191,49 @@ async fn the_management_key_never_appears_in_output_or_logs_even_at_trace() {
     assert!(stderr.contains("401"), "{stderr}");
     assert!(!stderr.contains("not-the-mgmt-key"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_hash_compares_only_that_keys_generations() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let all = account_ids();
+    let account = write_lines(dir.path(), "account.txt", &all[..200]);
+    let sim = start_sim(SimConfig {
+        management_key: Some(MANAGEMENT_KEY.into()),
+        activity_ids: Some(account),
+        ..SimConfig::default()
+    })
+    .await;
+    let input = write_lines(dir.path(), "ids.txt", &all[..200]);
+    let out = dir.path().join("out");
+    export(&settings(&sim, &input, &out, Format::Parquet)).await;
+    // The simulator's generations were all made with the test key.
+    let ours = hex::encode(Sha256::digest(KEY.as_bytes()));
+    let output = run(reconcile_cmd(
+        &sim.base_url(),
+        &out,
+        &["--api-key-hash", &ours],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    let other = hex::encode(Sha256::digest(b"another key"));
+    let output = run(reconcile_cmd(
+        &sim.base_url(),
+        &out,
+        &["--api-key-hash", &other, "--format", "json"],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["summary"]["api_requests"], 0);
+    assert_eq!(doc["summary"]["extra_rows"], 200);
+    // A key where its hash belongs is refused, and not echoed.
+    let output = run(reconcile_cmd(
+        &sim.base_url(),
+        &out,
+        &["--api-key-hash", KEY],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!text(&output.stderr).contains(KEY));
+}
