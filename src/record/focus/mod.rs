@@ -239,3 +239,122 @@ impl Row for Focus {
         self.g.created_at
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Value;
+    use crate::timestamp::format_timestamp;
+
+    fn cell<'a>(row: &'a Focus, name: &str) -> Value<'a> {
+        let column = columns::COLUMNS.iter().find(|c| c.name == name).unwrap();
+        (column.get)(row)
+    }
+
+    fn row(g: Generation) -> Focus {
+        let account = FocusAccount {
+            billing_account_id: "org".into(),
+            billing_account_name: None,
+        };
+        Focus::new(g, Arc::new(account))
+    }
+
+    fn usd(text: &str) -> Option<Money> {
+        Some(Money::parse(text).unwrap())
+    }
+
+    fn money(v: Value<'_>) -> String {
+        match v {
+            Value::Money(m) => m.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn instant(v: Value<'_>) -> String {
+        match v {
+            Value::Timestamp(t) => format_timestamp(t),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn caching_savings_are_added_back_to_list_cost_but_never_for_byok_or_cache_writes() {
+        let g = |byok, discount| Generation {
+            total_cost: usd("0.75"),
+            cache_discount: usd(discount),
+            is_byok: Some(byok),
+            ..Generation::default()
+        };
+        let list = |g| money(cell(&row(g), "ListCost"));
+        assert_eq!(list(g(false, "0.25")), "1");
+        assert_eq!(list(g(false, "-0.1")), "0.75");
+        assert_eq!(list(g(true, "0.25")), "0.75");
+        let r = row(g(true, "0.25"));
+        assert_eq!(money(cell(&r, "BilledCost")), "0.75");
+        assert_eq!(money(cell(&r, "EffectiveCost")), "0.75");
+        assert_eq!(money(cell(&r, "ContractedCost")), "0.75");
+    }
+
+    #[test]
+    fn periods_are_utc_months_and_whole_seconds() {
+        // 2026-12-31T23:59:59.5Z, a generation of 1.2 s.
+        let at = 1_798_761_599_500_000;
+        let r = row(Generation {
+            created_at: Some(at),
+            generation_time_ms: Some(1200.0),
+            ..Generation::default()
+        });
+        assert_eq!(
+            instant(cell(&r, "BillingPeriodStart")),
+            "2026-12-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            instant(cell(&r, "BillingPeriodEnd")),
+            "2027-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            instant(cell(&r, "ChargePeriodStart")),
+            "2026-12-31T23:59:59.000000Z"
+        );
+        assert_eq!(
+            instant(cell(&r, "ChargePeriodEnd")),
+            "2027-01-01T00:00:01.000000Z"
+        );
+    }
+
+    #[test]
+    fn providers_publisher_region_quantity_and_tags() {
+        let r = row(Generation {
+            model: Some("meta-llama/llama-3-70b".into()),
+            provider_name: Some("Together".into()),
+            data_region: Some("europe".into()),
+            native_tokens_prompt: Some(100),
+            native_tokens_completion: Some(20),
+            app_id: Some(9),
+            external_user: Some("u\"1".into()),
+            ..Generation::default()
+        });
+        assert_eq!(cell(&r, "HostProviderName"), Value::Text("Together"));
+        assert_eq!(cell(&r, "ServiceProviderName"), Value::Text("OpenRouter"));
+        assert_eq!(cell(&r, "PublisherName"), Value::Text("meta-llama"));
+        assert_eq!(cell(&r, "RegionName"), Value::Text("Europe"));
+        assert_eq!(money(cell(&r, "PricingQuantity")), "120");
+        assert_eq!(cell(&r, "PricingUnit"), Value::Text("Tokens"));
+        assert_eq!(
+            cell(&r, "SkuPriceId"),
+            Value::Text("meta-llama/llama-3-70b@Together")
+        );
+        let Value::Text(tags) = cell(&r, "Tags") else {
+            panic!()
+        };
+        let tags: serde_json::Value = serde_json::from_str(tags).unwrap();
+        assert_eq!(tags["openrouter/app_id"], 9);
+        assert_eq!(tags["openrouter/external_user"], "u\"1");
+        let bare = row(Generation::default());
+        assert_eq!(cell(&bare, "RegionId"), Value::Null);
+        assert_eq!(cell(&bare, "Tags"), Value::Null);
+        assert_eq!(cell(&bare, "PricingUnit"), Value::Text("Requests"));
+        assert_eq!(money(cell(&bare, "PricingQuantity")), "1");
+        assert_eq!(cell(&bare, "HostProviderName"), Value::Text("OpenRouter"));
+    }
+}
