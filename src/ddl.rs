@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::fmt::Write as _;
 
-use crate::record::{Content, Generation};
+use crate::record::{Content, Focus, Generation};
 use crate::schema::{ColumnType, MoneyMode, Row, arrow_type};
 
 /// Where the definitions are meant to go.
@@ -29,6 +29,8 @@ pub enum Dialect {
 pub enum Table {
     Generations,
     Content,
+    /// The FOCUS 1.2 cost and usage table (`output.tables` with `focus`).
+    Focus,
 }
 
 /// The definitions of `tables` in `dialect`, as `genledger schema` prints them.
@@ -64,6 +66,7 @@ impl TableSpec {
         match table {
             Table::Generations => TableSpec::from_row::<Generation>(),
             Table::Content => TableSpec::from_row::<Content>(),
+            Table::Focus => TableSpec::from_row::<Focus>(),
         }
     }
 
@@ -168,6 +171,16 @@ fn json_note(dialect: Sql) -> &'static str {
     }
 }
 
+/// A column's name in SQL: quoted when it has capitals (FOCUS's PascalCase
+/// names), which PostgreSQL and Snowflake would otherwise fold.
+fn sql_name(name: &str) -> String {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        format!("\"{name}\"")
+    } else {
+        name.to_owned()
+    }
+}
+
 fn sql_tables(dialect: Sql, tables: &[TableSpec], money: MoneyMode) -> String {
     let tables = tables.iter().map(|t| sql_table(dialect, t, money));
     tables.collect::<Vec<_>>().join("\n")
@@ -195,7 +208,7 @@ fn sql_table(dialect: Sql, table: &TableSpec, money: MoneyMode) -> String {
         let not_null = if c.nullable { "" } else { " NOT NULL" };
         let comma = if i == last { "" } else { "," };
         let ty = sql_type(dialect, c.ty, money);
-        let _ = writeln!(out, "    {} {ty}{not_null}{comma}", c.name);
+        let _ = writeln!(out, "    {} {ty}{not_null}{comma}", sql_name(c.name));
     }
     out.push_str(");\n");
     out
@@ -270,6 +283,26 @@ mod tests {
         assert!(ddl.contains("    error JSON,\n    fetched_at TIMESTAMPTZ NOT NULL\n);\n"));
         assert!(ddl.contains("-- JSON documents in input_messages, error: typed JSON, not JSONB"));
         assert!(!ddl.contains("money"), "content has no money columns");
+    }
+
+    #[test]
+    fn focus_names_keep_their_case_in_sql_and_money_is_exact() {
+        for dialect in [Dialect::Duckdb, Dialect::Postgres, Dialect::Snowflake] {
+            let ddl = render(dialect, MoneyMode::Decimal, &[Table::Focus]);
+            assert!(ddl.contains("CREATE TABLE IF NOT EXISTS focus ("), "{ddl}");
+            assert!(ddl.contains("    \"BilledCost\" "), "{ddl}");
+            assert!(ddl.contains("    \"x_GenerationId\" "), "{ddl}");
+            assert!(ddl.contains("(38,18) NOT NULL,"), "{ddl}");
+        }
+        let bq = render(Dialect::Bigquery, MoneyMode::Decimal, &[Table::Focus]);
+        let bq: serde_json::Value = serde_json::from_str(&bq).unwrap();
+        assert_eq!(bq[0]["name"], "BilledCost");
+        assert_eq!(bq[0]["type"], "BIGNUMERIC");
+        let arrow = render(Dialect::Arrow, MoneyMode::Decimal, &[Table::Focus]);
+        assert!(
+            arrow.contains("BilledCost: Decimal128(38, 18) not null"),
+            "{arrow}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! OUT/
 //!   generations/date=YYYY-MM-DD/part-<run>-<shard>-<seq>.parquet|csv
 //!   content/date=YYYY-MM-DD/part-<run>-<shard>-<seq>.parquet|csv   (owner-only)
+//!   focus/date=YYYY-MM-DD/part-<run>-<shard>-<seq>.parquet|csv     (beside the generations file of the same name)
 //!   failures/part-<run>-<shard>.csv
 //!   _manifests/<run>-<shard>.json                                  (written last)
 //!   _state/genledger.db                                            (the ledger, by default)
@@ -20,6 +21,8 @@ use chrono::NaiveDate;
 pub const GENERATIONS: &str = "generations";
 /// The table of stored prompts and completions.
 pub const CONTENT: &str = "content";
+/// The FOCUS cost and usage table, derived from `generations` file by file.
+pub const FOCUS: &str = "focus";
 /// One CSV per run of the IDs that were not exported, and why.
 pub const FAILURES: &str = "failures";
 /// One manifest per run.
@@ -32,7 +35,7 @@ pub const LEDGER_FILE: &str = "genledger.db";
 pub const PARTITION_PREFIX: &str = "date=";
 
 /// Directories under the output root that hold files genledger writes.
-pub const WRITTEN_DIRS: [&str; 4] = [GENERATIONS, CONTENT, FAILURES, MANIFESTS];
+pub const WRITTEN_DIRS: [&str; 5] = [GENERATIONS, CONTENT, FOCUS, FAILURES, MANIFESTS];
 
 /// `OUT/_state/genledger.db`.
 pub fn default_ledger_path(out_dir: &Path) -> PathBuf {

@@ -40,6 +40,7 @@ pub mod source;
 // L4: the pipeline and the readers of its output.
 pub mod ddl;
 pub mod export;
+pub mod reconcile;
 pub mod report;
 // L5: the ledger looked after from outside a run.
 pub mod state;

@@ -20,6 +20,7 @@ use crate::config::{Input, Schedule, Settings};
 use crate::exit::ExitStatus;
 use crate::export::{self, Carried, Follow, QueueFiles, RunOptions, Session};
 use crate::ledger::Ledger;
+use crate::reconcile;
 use crate::source;
 use crate::stop::{Stop, StopReason};
 
@@ -47,6 +48,9 @@ pub async fn run(settings: Settings, shutdown: Arc<Stop>) -> anyhow::Result<Exit
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let running = Arc::new(AtomicBool::new(false));
     let scheduler = start_scheduler(&schedule, tick_tx, running.clone(), metrics.clone()).await?;
+    if let Some(reconcile_on) = &settings.reconcile_schedule {
+        schedule_reconcile(&scheduler, reconcile_on, &settings, metrics.clone()).await?;
+    }
     let next = schedule
         .next_after(chrono::Utc::now())
         .map(|t| t.to_rfc3339())
@@ -136,6 +140,49 @@ async fn start_scheduler(
         .await
         .context("failed to start the scheduler")?;
     Ok(scheduler)
+}
+
+/// Adds the daily reconciliation (`reconcile.cron`): the export against the
+/// Activity API over the last 30 completed days, its findings in `/metrics`.
+/// It only reads committed files, so it runs beside the ticks.
+async fn schedule_reconcile(
+    scheduler: &JobScheduler,
+    schedule: &Schedule,
+    settings: &Settings,
+    metrics: Arc<DaemonMetrics>,
+) -> anyhow::Result<()> {
+    let key = settings.management_key.clone().context(
+        "`reconcile.cron` is set but there is no management key: set OPENROUTER_MANAGEMENT_KEY or `api.management_key_file`",
+    )?;
+    let (api, dir) = (settings.api.clone(), settings.output.dir.clone());
+    let job = Job::new_async(schedule.expr.as_str(), move |_id, _scheduler| {
+        let (api, key, dir, metrics) = (api.clone(), key.clone(), dir.clone(), metrics.clone());
+        Box::pin(async move {
+            let now = chrono::Utc::now();
+            let window = reconcile::Window::last_30_days(now.date_naive());
+            let tolerance = reconcile::Tolerance::default();
+            match reconcile::reconcile(&api, &key, &dir, window, None, tolerance).await {
+                Ok(rows) => {
+                    let s = reconcile::summarize(&rows);
+                    let cost = s.missing_cost.to_f64();
+                    metrics.reconcile_done(s.missing_requests, cost, now);
+                    tracing::info!(
+                        missing_requests = s.missing_requests,
+                        missing_cost_usd = cost,
+                        extra_rows = s.extra_rows,
+                        "reconciled with the Activity API"
+                    );
+                }
+                Err(e) => tracing::error!("reconcile failed: {e:#}"),
+            }
+        })
+    })
+    .with_context(|| format!("invalid `reconcile.cron` `{}`", schedule.expr))?;
+    scheduler
+        .add(job)
+        .await
+        .context("failed to schedule the reconciliation")?;
+    Ok(())
 }
 
 /// One tick. Returns false when a shutdown could not finish within

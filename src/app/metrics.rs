@@ -45,6 +45,9 @@ pub struct DaemonMetrics {
     last_activity_ms: AtomicI64,
     /// When quiet counts as stalled; without one only a failed tick is unhealthy.
     health: Option<HealthRule>,
+    /// The last reconciliation (`reconcile.cron`): requests missing, their
+    /// cost in USD, and when it ran (Unix seconds).
+    reconciled: Mutex<Option<(u64, f64, i64)>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,7 +79,14 @@ impl DaemonMetrics {
             tick: Mutex::new(Snapshot::default()),
             last_activity_ms: AtomicI64::new(Utc::now().timestamp_millis()),
             health: None,
+            reconciled: Mutex::new(None),
         }
+    }
+
+    /// Records what the last reconciliation found.
+    pub fn reconcile_done(&self, missing_requests: u64, missing_cost_usd: f64, at: DateTime<Utc>) {
+        let mut reconciled = self.reconciled.lock().unwrap_or_else(|e| e.into_inner());
+        *reconciled = Some((missing_requests, missing_cost_usd, at.timestamp()));
     }
 
     /// Judges quiet by `rule`, counting from `started`.
@@ -160,6 +170,7 @@ impl DaemonMetrics {
         self.register_tick(&mut registry);
         self.register_ticks(&mut registry);
         self.register_rates(&mut registry);
+        self.register_reconcile(&mut registry);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -299,6 +310,31 @@ impl DaemonMetrics {
                 float(learned),
             );
         }
+    }
+}
+
+impl DaemonMetrics {
+    /// The last reconciliation's findings; absent until one ran.
+    fn register_reconcile(&self, registry: &mut Registry) {
+        let reconciled = *self.reconciled.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((missing, cost, at)) = reconciled else {
+            return;
+        };
+        registry.register(
+            "reconcile_missing_requests",
+            "Requests OpenRouter's Activity API counted that the export lacks (last 30 completed days)",
+            float(missing as f64),
+        );
+        registry.register(
+            "reconcile_missing_cost_usd",
+            "The cost of the requests the export lacks, per the Activity API",
+            float(cost),
+        );
+        registry.register(
+            "reconcile_last_timestamp_seconds",
+            "Unix time of the last reconciliation",
+            float(at as f64),
+        );
     }
 }
 

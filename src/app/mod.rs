@@ -8,6 +8,7 @@ mod endpoint;
 mod export;
 pub mod health;
 pub mod metrics;
+mod reconcile;
 mod report;
 mod schema;
 mod state;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Bench(args) => bench::run(args).await,
         Command::Schema(args) => schema::run(file, &args),
         Command::Report(args) => report::run(&args),
+        Command::Reconcile(args) => reconcile::run(file, &args).await,
         Command::CheckConfig(args) => check_config(file, &args.flags),
         Command::State(command) => state::run(file, command),
         Command::ShowConfig(args) => {

@@ -8,7 +8,7 @@ use crate::report::{ReportFormat, read_export, render, svg};
 
 /// Prints the report on stdout and writes the chart when asked.
 pub fn run(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
-    let report = read_export(&args.dir)?;
+    let report = read_export(&args.dir, &args.by)?;
     if report.float_files > 0 {
         tracing::warn!(
             files = report.float_files,

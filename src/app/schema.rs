@@ -22,7 +22,7 @@ pub fn run(config_file: Option<&Path>, args: &SchemaArgs) -> anyhow::Result<Exit
     };
     let tables = match args.table {
         Some(table) => vec![table],
-        None => vec![Table::Generations, Table::Content],
+        None => vec![Table::Generations, Table::Content, Table::Focus],
     };
     print!("{}", ddl::render(args.dialect, money, &tables));
     Ok(ExitStatus::Success)

@@ -6,6 +6,7 @@
 //! that cannot heal) as a pure decision; `transport` tells which network
 //! faults cannot heal.
 
+mod activity;
 mod counters;
 mod exchange;
 mod outcome;
@@ -21,6 +22,7 @@ use reqwest::Url;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::SemaphorePermit;
 
+pub use activity::{ActivityError, ActivityItem, ActivityQuery, fetch_activity};
 pub use counters::{RequestCounters, RequestTotals};
 pub use outcome::{Failure, Fetched};
 pub use retry::{NotFoundWindow, announced_wait, created_from_id, is_transient_status};

@@ -22,6 +22,8 @@ pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Schedule,
 pub const CONFIG_ENV: &str = "GENLEDGER_CONFIG";
 /// Environment variable holding the OpenRouter API key.
 pub const KEY_ENV: &str = "OPENROUTER_API_KEY";
+/// The environment variable holding the management key (Activity API).
+pub const MANAGEMENT_KEY_ENV: &str = "OPENROUTER_MANAGEMENT_KEY";
 
 /// The merged, not yet validated configuration, with where each value came from.
 pub struct Layered {
@@ -79,7 +81,9 @@ impl Layered {
     /// or `api.key_file`.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let key = self.read_key()?;
-        let settings = Settings::resolve(&self.raw, key, |key| self.origin(key))?;
+        let mut settings = Settings::resolve(&self.raw, key, |key| self.origin(key))?;
+        settings.management_key =
+            self.read_secret(MANAGEMENT_KEY_ENV, "api.management_key_file")?;
         settings.check_paths_from(|key| {
             Some(match key {
                 "state.path" if self.raw.state.path.is_none() => {
@@ -92,22 +96,32 @@ impl Layered {
     }
 
     fn read_key(&self) -> Result<Option<ApiKey>, ConfigError> {
-        if let Some(key) = std::env::var(KEY_ENV).ok().filter(|k| !k.trim().is_empty()) {
+        self.read_secret(KEY_ENV, "api.key_file")
+    }
+
+    /// A key from the environment variable `env`, else from the file named
+    /// by the configuration key `file_key`.
+    fn read_secret(&self, env: &str, file_key: &str) -> Result<Option<ApiKey>, ConfigError> {
+        if let Some(key) = std::env::var(env).ok().filter(|k| !k.trim().is_empty()) {
             return Ok(Some(ApiKey::new(key.trim().to_owned())));
         }
-        let Some(path) = &self.raw.api.key_file else {
+        let path = match file_key {
+            "api.management_key_file" => &self.raw.api.management_key_file,
+            _ => &self.raw.api.key_file,
+        };
+        let Some(path) = path else {
             return Ok(None);
         };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
             path: path.clone(),
-            origin: self.origin("api.key_file"),
+            origin: self.origin(file_key),
             source,
         })?;
         let key = text.trim();
         if key.is_empty() {
             return Err(ConfigError::Invalid {
-                key: "api.key_file".into(),
-                origin: self.origin("api.key_file"),
+                key: file_key.into(),
+                origin: self.origin(file_key),
                 message: format!("`{}` is empty", path.display()),
             });
         }

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub output: RawOutput,
     pub state: RawState,
     pub export: RawExport,
+    pub focus: RawFocus,
+    pub reconcile: RawReconcile,
     pub schedule: RawSchedule,
     pub metrics: RawMetrics,
     /// How long a signalled shutdown may take to finish in-flight work.
@@ -34,6 +36,9 @@ pub struct RawApi {
     pub base_url: String,
     /// File holding the API key (a mounted secret). `OPENROUTER_API_KEY` wins when set.
     pub key_file: Option<PathBuf>,
+    /// File holding a management key, which `genledger reconcile` needs for the
+    /// Activity API. `OPENROUTER_MANAGEMENT_KEY` wins when set.
+    pub management_key_file: Option<PathBuf>,
     /// Allow plain `http://` to hosts other than loopback.
     pub allow_insecure_http: bool,
     /// Sent as `HTTP-Referer` for attribution.
@@ -47,6 +52,7 @@ impl Default for RawApi {
         RawApi {
             base_url: "https://openrouter.ai/api/v1".into(),
             key_file: None,
+            management_key_file: None,
             allow_insecure_http: false,
             referer: None,
             title: None,
@@ -150,6 +156,10 @@ pub struct RawOutput {
     pub money: MoneyMode,
     /// Parquet compression: `zstd`, `snappy` or `none` (CSV is written uncompressed).
     pub compression: Compression,
+    /// Tables to write: `generations` (always), and `focus`, the FinOps
+    /// Foundation's FOCUS 1.2 cost and usage schema, one row per generation
+    /// (needs `focus.billing_account_id`).
+    pub tables: Vec<String>,
 }
 
 impl Default for RawOutput {
@@ -160,6 +170,7 @@ impl Default for RawOutput {
             max_rows_per_file: 250_000,
             money: MoneyMode::Decimal,
             compression: Compression::Zstd,
+            tables: vec!["generations".into()],
         }
     }
 }
@@ -182,6 +193,27 @@ pub struct RawState {
 pub struct RawExport {
     /// Also export stored prompts and completions (sensitive).
     pub content: bool,
+}
+
+/// `[focus]`: the FOCUS table's billing account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFocus {
+    /// `BillingAccountId` of every FOCUS row: your OpenRouter account or
+    /// organisation ID. Required when `output.tables` includes `focus`.
+    pub billing_account_id: Option<String>,
+    /// `BillingAccountName` of every FOCUS row; null when unset.
+    pub billing_account_name: Option<String>,
+}
+
+/// `[reconcile]`: the daemon's check of the export against the Activity API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawReconcile {
+    /// Six-field cron expression (UTC) on which the daemon compares the
+    /// export with OpenRouter's daily totals over the last 30 completed days
+    /// and exposes the result in `/metrics`; needs a management key. Unset: never.
+    pub cron: Option<String>,
 }
 
 /// `[schedule]`: the daemon's timetable.
@@ -209,6 +241,8 @@ impl Default for RawConfig {
             output: RawOutput::default(),
             state: RawState::default(),
             export: RawExport::default(),
+            focus: RawFocus::default(),
+            reconcile: RawReconcile::default(),
             schedule: RawSchedule::default(),
             metrics: RawMetrics::default(),
             shutdown_timeout: Duration::from_secs(30),

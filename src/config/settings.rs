@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -12,6 +13,7 @@ use reqwest::Url;
 use super::raw::RawFetch;
 use super::{Compression, ConfigError, Format, Input, RawConfig, paths};
 use crate::layout;
+use crate::record::FocusAccount;
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
 
@@ -71,6 +73,8 @@ pub struct OutputSettings {
     pub max_rows_per_file: u64,
     pub money: MoneyMode,
     pub compression: Compression,
+    /// The `focus` table's billing account, when the table is on.
+    pub focus: Option<Arc<FocusAccount>>,
 }
 
 /// Everything a run needs to know, validated.
@@ -87,6 +91,10 @@ pub struct Settings {
     pub content: bool,
     /// The daemon's schedule (`schedule.cron`), parsed.
     pub schedule: Option<Schedule>,
+    /// The management key for the Activity API (`reconcile`), masked.
+    pub management_key: Option<ApiKey>,
+    /// When the daemon reconciles (`reconcile.cron`), parsed.
+    pub reconcile_schedule: Option<Schedule>,
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     /// The slice of IDs this process owns (the whole space unless `--shard`).
@@ -111,6 +119,12 @@ impl Settings {
         let schedule = match &raw.schedule.cron {
             Some(expr) => {
                 Some(Schedule::parse(expr).map_err(|message| invalid("schedule.cron", message))?)
+            }
+            None => None,
+        };
+        let reconcile_schedule = match &raw.reconcile.cron {
+            Some(expr) => {
+                Some(Schedule::parse(expr).map_err(|message| invalid("reconcile.cron", message))?)
             }
             None => None,
         };
@@ -140,6 +154,8 @@ impl Settings {
             retention: raw.state.retention,
             content: raw.export.content,
             schedule,
+            management_key: None,
+            reconcile_schedule,
             metrics_listen,
             shutdown_timeout: raw.shutdown_timeout,
             shard: Shard::default(),
@@ -217,7 +233,50 @@ fn resolve_output(raw: &RawConfig) -> Result<OutputSettings, (&'static str, Stri
         max_rows_per_file: raw.output.max_rows_per_file,
         money: raw.output.money,
         compression: raw.output.compression,
+        focus: resolve_focus(raw)?,
     })
+}
+
+/// The `focus` table's account when `output.tables` lists it; it needs
+/// `focus.billing_account_id`, and it is derived from `generations`.
+fn resolve_focus(raw: &RawConfig) -> Result<Option<Arc<FocusAccount>>, (&'static str, String)> {
+    let mut focus = false;
+    for table in &raw.output.tables {
+        match table.as_str() {
+            "generations" => {}
+            "focus" => focus = true,
+            other => {
+                return Err((
+                    "output.tables",
+                    format!(
+                        "`{other}` is not a table genledger writes: use `generations` and `focus` (content is `export.content`)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !raw.output.tables.iter().any(|t| t == "generations") {
+        return Err((
+            "output.tables",
+            "must include `generations`: the other tables are derived from it".into(),
+        ));
+    }
+    if !focus {
+        return Ok(None);
+    }
+    let id = raw.focus.billing_account_id.as_deref().map(str::trim);
+    let Some(id) = id.filter(|id| !id.is_empty()) else {
+        return Err((
+            "focus.billing_account_id",
+            "is required when the `focus` table is on (`output.tables` includes `focus`, or `--focus`): \
+             set it to your OpenRouter account or organisation ID, which FOCUS calls BillingAccountId"
+                .into(),
+        ));
+    };
+    Ok(Some(Arc::new(FocusAccount {
+        billing_account_id: id.to_owned(),
+        billing_account_name: raw.focus.billing_account_name.clone(),
+    })))
 }
 
 /// Validates the `fetch` section; an error names the key and the problem.

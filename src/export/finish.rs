@@ -182,6 +182,11 @@ pub(super) fn report(
             .into_iter()
             .map(|f| f.file.path)
             .collect(),
+        focus_files: output
+            .focus_files
+            .into_iter()
+            .map(|f| f.file.path)
+            .collect(),
         failures_file: output.failures_file.map(|f| f.path),
         manifest: finished.manifest,
         stopped: finished.stopped,

@@ -16,7 +16,7 @@ use crate::timestamp::{format_timestamp, now_formatted};
 pub struct ManifestFile {
     /// Relative to the output directory, `/`-separated.
     pub path: String,
-    /// The table the file belongs to (`generations`, `content`), or `failures`.
+    /// The table the file belongs to (`generations`, `content`, `focus`), or `failures`.
     pub kind: &'static str,
     pub rows: u64,
     pub bytes: u64,
@@ -49,6 +49,7 @@ impl Manifest {
         let tables = [
             (layout::GENERATIONS, &output.data_files),
             (layout::CONTENT, &output.content_files),
+            (layout::FOCUS, &output.focus_files),
         ];
         let mut files: Vec<ManifestFile> = tables
             .into_iter()
@@ -90,11 +91,7 @@ impl Manifest {
             .iter()
             .map(|f| ManifestFile {
                 path: f.path.clone(),
-                kind: if f.kind == layout::CONTENT {
-                    layout::CONTENT
-                } else {
-                    layout::GENERATIONS
-                },
+                kind: table_kind(&f.kind),
                 rows: f.rows,
                 bytes: f.bytes,
                 sha256: f.sha256.clone(),
@@ -154,6 +151,15 @@ impl Manifest {
         }
         let finished = pending.finish(writer)?;
         Ok(finished.path)
+    }
+}
+
+/// The table a file of the ledger's `kind` belongs to.
+fn table_kind(kind: &str) -> &'static str {
+    match kind {
+        layout::CONTENT => layout::CONTENT,
+        layout::FOCUS => layout::FOCUS,
+        _ => layout::GENERATIONS,
     }
 }
 

@@ -113,6 +113,8 @@ pub struct RunReport {
     pub files: Vec<PathBuf>,
     /// Files of the `content` table.
     pub content_files: Vec<PathBuf>,
+    /// Files of the `focus` table.
+    pub focus_files: Vec<PathBuf>,
     pub failures_file: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
     pub stopped: Option<String>,
@@ -296,6 +298,15 @@ impl RunReport {
                 f,
                 "  content files      {:>10}  (prompts and completions, owner-only)",
                 self.content_files.len()
+            )?;
+            writeln!(f, "    under {}", dir.display())?;
+        }
+        if let Some(first) = self.focus_files.first() {
+            let dir = first.parent().and_then(|p| p.parent()).unwrap_or(first);
+            writeln!(
+                f,
+                "  FOCUS files        {:>10}  (FOCUS 1.2 cost and usage)",
+                self.focus_files.len()
             )?;
             writeln!(f, "    under {}", dir.display())?;
         }

@@ -4,6 +4,7 @@
 //! [`Ledger::each_failure`] reads back (the ledger writes no output files of
 //! its own).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -53,6 +54,7 @@ pub struct CommittedFile {
 
 struct Unsettled {
     file_id: i64,
+    run_id: String,
     path: String,
     temp_path: String,
     status: i64,
@@ -67,47 +69,71 @@ impl Ledger {
         let mut done = Reconciled::default();
         let unsettled = self.sql(|c| {
             let mut stmt = c.prepare(
-                "SELECT file_id, path, temp_path, status, bytes, sha256 FROM files WHERE status != ?1",
+                "SELECT file_id, run_id, path, temp_path, status, bytes, sha256 FROM files WHERE status != ?1",
             )?;
             let rows = stmt.query_map([FILE_COMMITTED], |r| {
                 Ok(Unsettled {
                     file_id: r.get(0)?,
-                    path: r.get(1)?,
-                    temp_path: r.get(2)?,
-                    status: r.get(3)?,
-                    bytes: r.get(4)?,
-                    sha256: r.get(5)?,
+                    run_id: r.get(1)?,
+                    path: r.get(2)?,
+                    temp_path: r.get(3)?,
+                    status: r.get(4)?,
+                    bytes: r.get(5)?,
+                    sha256: r.get(6)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        for file in unsettled {
-            let final_path = self.out_dir.join(&file.path);
-            if file.status == FILE_STAGED
-                && is_whole(&final_path, file.bytes, file.sha256.as_deref())
-            {
-                self.mark_committed(&[file.file_id])?;
-                tracing::info!(path = %final_path.display(), "finished the commit of a staged file");
-                done.committed += 1;
+        for group in paired(unsettled) {
+            let whole = group.iter().all(|file| {
+                let final_path = self.out_dir.join(&file.path);
+                file.status == FILE_STAGED
+                    && is_whole(&final_path, file.bytes, file.sha256.as_deref())
+            });
+            if whole {
+                let ids: Vec<i64> = group.iter().map(|f| f.file_id).collect();
+                self.mark_committed(&ids)?;
+                for file in &group {
+                    let final_path = self.out_dir.join(&file.path);
+                    tracing::info!(path = %final_path.display(), "finished the commit of a staged file");
+                }
+                done.committed += group.len() as u64;
                 continue;
             }
-            remove_if_present(&self.out_dir.join(&file.temp_path))?;
-            if file.status == FILE_STAGED {
-                // Never renamed, or not whole: either way not the data we staged.
-                remove_if_present(&final_path)?;
-            }
-            self.sql_mut(|c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute("DELETE FROM file_rows WHERE file_id = ?1", [file.file_id])?;
-                tx.execute("DELETE FROM files WHERE file_id = ?1", [file.file_id])?;
-                tx.commit()
-            })?;
-            tracing::info!(path = %final_path.display(), "removed an unfinished file; its IDs are pending again");
-            done.discarded += 1;
+            self.discard(&group)?;
+            done.discarded += group.len() as u64;
         }
         done.strays = remove_stray_temps(&self.out_dir)?;
         done.dead_runs = self.dead_runs()?;
         Ok(done)
+    }
+
+    /// Removes unfinished files that pair up and forgets them in one
+    /// transaction (a half-forgotten pair could otherwise commit its other
+    /// half later); their IDs are pending again. Removed from disk first: a
+    /// file a crash leaves listed but gone is not whole, so the next start
+    /// discards its pair again.
+    fn discard(&mut self, group: &[Unsettled]) -> Result<(), LedgerError> {
+        for file in group {
+            remove_if_present(&self.out_dir.join(&file.temp_path))?;
+            if file.status == FILE_STAGED {
+                // Never renamed, or not whole: either way not the data we staged.
+                remove_if_present(&self.out_dir.join(&file.path))?;
+            }
+        }
+        self.sql_mut(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for file in group {
+                tx.execute("DELETE FROM file_rows WHERE file_id = ?1", [file.file_id])?;
+                tx.execute("DELETE FROM files WHERE file_id = ?1", [file.file_id])?;
+            }
+            tx.commit()
+        })?;
+        for file in group {
+            let final_path = self.out_dir.join(&file.path);
+            tracing::info!(path = %final_path.display(), "removed an unfinished file; its IDs are pending again");
+        }
+        Ok(())
     }
 
     /// Runs that never finished, each with the files it committed.
@@ -173,6 +199,24 @@ impl Ledger {
             rows.collect()
         })
     }
+}
+
+/// Unsettled files grouped by name: a derived table's file (`focus`) and
+/// the source file it pairs with share one, and are committed together or
+/// discarded together. Other names are unique, so their groups are single.
+fn paired(files: Vec<Unsettled>) -> Vec<Vec<Unsettled>> {
+    let mut groups: BTreeMap<(String, String), Vec<Unsettled>> = BTreeMap::new();
+    for file in files {
+        let name = Path::new(&file.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        groups
+            .entry((file.run_id.clone(), name))
+            .or_default()
+            .push(file);
+    }
+    groups.into_values().collect()
 }
 
 fn remove_if_present(path: &Path) -> Result<(), LedgerError> {

@@ -674,4 +674,62 @@ fn a_file_larger_than_a_settling_chunk_settles_every_id_once() {
         ledger.status_of(&ids[n - 1]).unwrap(),
         Some(IdStatus::Exported)
     );
+
+/// Registers a file of `table` named `name` holding `ids` and links them;
+/// staged and renamed into place when `publish`, else left open.
+fn paired_file(ledger: &mut Ledger, dir: &Path, table: &str, ids: &[&str], publish: bool) -> i64 {
+    let path = dir
+        .join(table)
+        .join("date=2026-01-01")
+        .join("part-r1-0-00001.csv");
+    let (pending, mut out) = PendingFile::create(path).unwrap();
+    out.write_all(b"rows").unwrap();
+    let file_id = ledger.open_file("r1", table, &pending).unwrap();
+    let linked: Vec<(i64, Option<i64>)> = ids.iter().map(|id| (seq(ledger, id), Some(1))).collect();
+    ledger.link(file_id, &linked).unwrap();
+    if publish {
+        let facts = FileFacts {
+            rows: ids.len() as u64,
+            min_created_at: 1,
+            max_created_at: 1,
+        };
+        ledger.publish_file(file_id, pending, out, &facts).unwrap();
+    } else {
+        // The process dies here: the file stays open under its hidden name.
+        drop((pending, out));
+    }
+    file_id
+}
+
+#[test]
+fn a_derived_file_and_its_source_commit_together_or_not_at_all() {
+    for (source_staged, derived_staged) in [(true, false), (false, true), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
+        let run = ledger.begin_run("r1", "0", "now").unwrap();
+        ledger.admit(&["gen-a", "gen-b"], run, 1, None).unwrap();
+        let ids = ["gen-a", "gen-b"];
+        // As the sink does: the derived file is published first.
+        paired_file(&mut ledger, dir.path(), "focus", &ids, derived_staged);
+        paired_file(&mut ledger, dir.path(), "generations", &ids, source_staged);
+        let done = ledger.reconcile().unwrap();
+        let both = source_staged && derived_staged;
+        let case = format!("source staged {source_staged}, derived staged {derived_staged}");
+        assert_eq!(done.committed, if both { 2 } else { 0 }, "{case}");
+        assert_eq!(done.discarded, if both { 0 } else { 2 }, "{case}");
+        let (pending, exported, _) = ledger.status_counts().unwrap();
+        assert_eq!(
+            (pending, exported),
+            if both { (0, 2) } else { (2, 0) },
+            "{case}"
+        );
+        for table in ["focus", "generations"] {
+            let path = dir
+                .path()
+                .join(table)
+                .join("date=2026-01-01")
+                .join("part-r1-0-00001.csv");
+            assert_eq!(path.exists(), both, "{case}: {table}");
+        }
+    }
 }

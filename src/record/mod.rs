@@ -2,14 +2,18 @@
 //! `GET /generation` answer.
 //!
 //! Parsing lives in [`parse`]; this file holds the record and its column table.
-//! [`content`] is the `content` table's row, from a `GET /generation/content` answer.
+//! [`content`] is the `content` table's row, from a `GET /generation/content` answer;
+//! [`focus`] the `focus` table's, derived from a generation's row (`cells`).
 
+mod cells;
 mod content;
 mod failure;
+mod focus;
 mod parse;
 
 pub use content::{Content, ContentError, parse_content};
 pub use failure::{FailureRow, IdStatus, Reason};
+pub use focus::{Focus, FocusAccount};
 pub use parse::{ParseError, parse_generation};
 
 use crate::money::Money;

@@ -22,8 +22,12 @@ enum TableLine {
 }
 
 /// Models, then days, then the total, in one set of aligned columns; money
-/// aligned on the decimal point.
+/// aligned on the decimal point. With `--by`, its groups instead of models
+/// and days.
 pub fn table(report: &Report) -> String {
+    if !report.by.is_empty() {
+        return by_table(report);
+    }
     let lines = table_lines(report);
     let money = MoneyColumn::new(&lines);
     let cells = |sums: &Sums| {
@@ -60,6 +64,52 @@ pub fn table(report: &Report) -> String {
         for (value, width) in values.iter().zip(widths) {
             // Writing into a String cannot fail.
             let _ = write!(text, "  {value:>width$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One row per combination of the `--by` values, then the total.
+fn by_table(report: &Report) -> String {
+    let groups = report.by_group();
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(groups.len() + 2);
+    let mut heading: Vec<String> = report.by.iter().map(|d| d.name().to_owned()).collect();
+    heading.extend(HEADINGS.map(str::to_owned));
+    rows.push(heading);
+    let sums_cells = |sums: &Sums| {
+        [
+            sums.rows.to_string(),
+            sums.total_cost.to_string(),
+            sums.tokens_prompt.to_string(),
+            sums.tokens_completion.to_string(),
+        ]
+    };
+    for (key, sums) in &groups {
+        let mut row = key.to_vec();
+        row.extend(sums_cells(sums));
+        rows.push(row);
+    }
+    let mut total = vec![String::new(); report.by.len()];
+    total[0] = "total".into();
+    total.extend(sums_cells(&report.total()));
+    rows.push(total);
+    let keys = report.by.len();
+    let mut widths = vec![0; rows[0].len()];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = summary(report);
+    for row in &rows {
+        let mut text = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            let _ = match i < keys {
+                true => write!(text, "{cell:<width$}  "),
+                false => write!(text, "{cell:>width$}  "),
+            };
         }
         out.push_str(text.trim_end());
         out.push('\n');
@@ -142,6 +192,9 @@ impl MoneyColumn {
 /// `group,key,rows,total_cost,tokens_prompt,tokens_completion`, where group is
 /// `model`, `day` or `total`.
 pub fn csv(report: &Report) -> anyhow::Result<String> {
+    if !report.by.is_empty() {
+        return by_csv(report);
+    }
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record([
         "group",
@@ -172,6 +225,26 @@ pub fn csv(report: &Report) -> anyhow::Result<String> {
     String::from_utf8(bytes).context("CSV is not UTF-8")
 }
 
+/// With `--by`: one column per grouping column, then the sums; no total row.
+fn by_csv(report: &Report) -> anyhow::Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = report.by.iter().map(|d| d.name()).collect();
+    header.extend(["rows", "total_cost", "tokens_prompt", "tokens_completion"]);
+    writer.write_record(&header)?;
+    for (key, sums) in report.by_group() {
+        let mut row = key.to_vec();
+        row.extend([
+            sums.rows.to_string(),
+            sums.total_cost.to_string(),
+            sums.tokens_prompt.to_string(),
+            sums.tokens_completion.to_string(),
+        ]);
+        writer.write_record(&row)?;
+    }
+    let bytes = writer.into_inner().context("failed to write CSV")?;
+    String::from_utf8(bytes).context("CSV is not UTF-8")
+}
+
 #[derive(serde::Serialize)]
 struct Json<'a> {
     dir: String,
@@ -182,6 +255,9 @@ struct Json<'a> {
     total: Sums,
     by_model: Vec<Keyed<'a>>,
     by_day: Vec<Keyed<'a>>,
+    /// With `--by`: one object per combination, keyed by the column names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    by: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(serde::Serialize)]
@@ -213,6 +289,22 @@ pub fn json(report: &Report) -> anyhow::Result<String> {
         total: report.total(),
         by_model: by_model.collect(),
         by_day: by_day.collect(),
+        by: by_objects(report)?,
     };
     Ok(serde_json::to_string_pretty(&doc)? + "\n")
+}
+
+fn by_objects(report: &Report) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let mut objects = Vec::new();
+    for (key, sums) in report.by_group() {
+        let mut object = serde_json::Map::new();
+        for (dim, value) in report.by.iter().zip(key) {
+            object.insert(dim.name().into(), value.clone().into());
+        }
+        if let serde_json::Value::Object(sums) = serde_json::to_value(sums)? {
+            object.extend(sums);
+        }
+        objects.push(object);
+    }
+    Ok(objects)
 }

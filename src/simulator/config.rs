@@ -135,6 +135,13 @@ pub struct SimConfig {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+    /// The management key `/api/v1/activity` takes (any other key: 403, none: 401)
+    #[arg(long, env = "GENLEDGER_SIM_MANAGEMENT_KEY", hide_env_values = true)]
+    pub management_key: Option<String>,
+    /// IDs the account made (one per line), counted by `/api/v1/activity` whether or not
+    /// anyone fetched them; the IDs the metadata endpoint answers are counted too
+    #[arg(long, value_name = "PATH")]
+    pub activity_ids: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -168,6 +175,8 @@ impl Default for SimConfig {
             seed: 1,
             track_ids: true,
             api_key: None,
+            management_key: None,
+            activity_ids: None,
         }
     }
 }
@@ -204,6 +213,11 @@ impl fmt::Debug for SimConfig {
             .field("seed", &self.seed)
             .field("track_ids", &self.track_ids)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "management_key",
+                &self.management_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("activity_ids", &self.activity_ids)
             .finish()
     }
 }

@@ -1,10 +1,11 @@
 //! The embedded OpenRouter simulator: both generation endpoints, deterministic records and
 //! injectable faults, for `genledger simulate`, the test suite and the benchmark.
 //!
-//! `record` builds what an ID returns, `faults`, `gate` (the rate limiters) and `long` (when an
+//! `activity` serves the account's daily totals to a management key. `record` builds what an ID returns, `faults`, `gate` (the rate limiters) and `long` (when an
 //! ID becomes queryable) decide how a request is answered, `response` and `server` put it on
 //! the wire, `stats` counts what was served. `config` holds the knobs, `validate` their rules.
 
+mod activity;
 mod config;
 mod content;
 mod details;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+pub use activity::SIM_USER_ID;
 pub use config::{LimiterKind, RateLimitStyle, SimConfig};
 pub use record::{AbsentKeys, SimContent, SimGeneration, content, content_with_prompt, generation};
 pub use stats::Stats;
@@ -48,11 +50,21 @@ impl Simulator {
         config
             .validate()
             .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+        let account = match &config.activity_ids {
+            Some(path) => std::fs::read_to_string(path)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect(),
+            None => Default::default(),
+        };
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             counters: Counters::new(config.track_ids),
             faults: faults::Faults::new(config),
+            account,
         });
         let (shutdown, watcher) = watch::channel(false);
         let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared), watcher));

@@ -1,5 +1,6 @@
 //! The HTTP side: accept loop, connections, routing and the flow of one request.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use super::activity::{self, Caller};
 use super::dice::request_dice;
 use super::faults::{self, Endpoint, Faults, Outcome};
 use super::gate::Moment;
@@ -29,6 +31,8 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
+    /// IDs the account made, for `/api/v1/activity` (`activity_ids`).
+    pub(crate) account: BTreeSet<String>,
 }
 
 impl Shared {
@@ -105,6 +109,7 @@ async fn serve_connection(
 
 enum Route {
     Endpoint(Endpoint),
+    Activity,
     Stats,
     Unknown,
 }
@@ -114,6 +119,8 @@ fn route(path: &str) -> Route {
         Route::Endpoint(Endpoint::Metadata)
     } else if path.ends_with("/api/v1/generation/content") {
         Route::Endpoint(Endpoint::Content)
+    } else if path.ends_with("/api/v1/activity") {
+        Route::Activity
     } else if path == "/_sim/stats" {
         Route::Stats
     } else {
@@ -125,6 +132,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<SimRespon
     let endpoint = match route(req.uri().path()) {
         Route::Endpoint(endpoint) => endpoint,
         Route::Stats => return Ok(stats_answer(&shared)),
+        Route::Activity => return Ok(activity_answer(&shared, &req)),
         Route::Unknown => return Ok(response::error(404, "Not Found")),
     };
     let counters = &shared.counters;
@@ -216,6 +224,25 @@ fn answer_body(endpoint: Endpoint, id: &str, prompt_bytes: Option<usize>) -> Byt
     }
     out.push('}');
     Bytes::from(out)
+}
+
+/// The account's daily totals, for a management key only.
+fn activity_answer(shared: &Shared, req: &Request<Incoming>) -> SimResponse {
+    let config = shared.faults.config();
+    let bearer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|k| !k.is_empty());
+    let caller = match bearer {
+        Some(k) if config.management_key.as_deref() == Some(k) => Caller::Management,
+        Some(k) if config.api_key.as_deref().is_none_or(|key| key == k) => Caller::Ordinary,
+        _ => Caller::Unknown,
+    };
+    let mut ids = shared.account.clone();
+    ids.extend(shared.counters.served_ids());
+    activity::answer(caller, req.uri().query(), &ids, config.api_key.as_deref())
 }
 
 fn stats_answer(shared: &Shared) -> SimResponse {

@@ -167,6 +167,14 @@ impl Counters {
         }
     }
 
+    /// Every ID given a complete metadata 200 (none without `track_ids`).
+    pub(crate) fn served_ids(&self) -> Vec<String> {
+        self.ids.as_ref().map_or_else(Vec::new, |ids| {
+            let ids = ids.lock().unwrap_or_else(PoisonError::into_inner);
+            ids.keys().map(|id| id.to_string()).collect()
+        })
+    }
+
     /// Complete metadata 200s served for `id` (always 0 without `track_ids`).
     pub(crate) fn ok_count(&self, id: &str) -> u64 {
         self.ids.as_ref().map_or(0, |ids| {

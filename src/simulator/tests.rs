@@ -392,3 +392,64 @@ async fn latency_delays_answers_and_invalid_config_is_refused() {
 }
 
 mod limits;
+
+#[tokio::test]
+async fn activity_totals_the_account_by_day_model_and_endpoint_for_a_management_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    // Two days back, ten days back, today (not a completed day) and 40 days back (too old).
+    let ids: Vec<String> = [(2, 30), (10, 20), (0, 5), (40, 5)]
+        .iter()
+        .flat_map(|&(days, n)| {
+            (0..n).map(move |i| format!("gen-{}-act{days:02}x{i:014}", now - days * 86_400))
+        })
+        .collect();
+    let path = dir.path().join("ids.txt");
+    std::fs::write(&path, ids.join("\n")).unwrap();
+    let config = SimConfig {
+        api_key: Some("sk-normal".into()),
+        management_key: Some("mk-admin".into()),
+        activity_ids: Some(path),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let target = "/api/v1/activity";
+    assert_eq!(get(&sim, target, None).await.unwrap().status, 401);
+    assert_eq!(
+        get(&sim, target, Some("sk-normal")).await.unwrap().status,
+        403
+    );
+    let answer = get(&sim, target, Some("mk-admin")).await.unwrap();
+    assert_eq!(answer.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let items = body["data"].as_array().unwrap();
+    let requests: u64 = items.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+    assert_eq!(requests, 50, "the two completed days in the window only");
+    let expected_usage: f64 = ids[..50]
+        .iter()
+        .map(|id| generation(id).total_cost.unwrap().parse::<f64>().unwrap())
+        .sum();
+    let usage: f64 = items.iter().map(|i| i["usage"].as_f64().unwrap()).sum();
+    assert!(
+        (usage - expected_usage).abs() < 1e-9,
+        "{usage} vs {expected_usage}"
+    );
+    let two_days_ago = chrono::Utc::now().date_naive() - chrono::Days::new(2);
+    let one_day = format!("{target}?date={two_days_ago}");
+    let body: serde_json::Value =
+        serde_json::from_slice(&get(&sim, &one_day, Some("mk-admin")).await.unwrap().body).unwrap();
+    let requests: u64 = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(requests, 30);
+    let other_key = format!("{target}?api_key_hash=00ff");
+    let body: serde_json::Value =
+        serde_json::from_slice(&get(&sim, &other_key, Some("mk-admin")).await.unwrap().body)
+            .unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 0);
+}

@@ -63,6 +63,23 @@ pub(super) struct OpenFile {
     max: i64,
     /// When it last took a row, counted in rows taken by its writer.
     pub last_used: u64,
+    /// The derived table's file paired with this one (see `derive`).
+    pub companion: Option<Box<OpenFile>>,
+}
+
+/// A file published (in place, staged in the ledger), with the derived
+/// table's file paired with it: the caller commits both together.
+pub(super) struct Published {
+    pub file_id: i64,
+    pub file: DataFile,
+    pub companion: Option<(i64, DataFile)>,
+}
+
+impl Published {
+    /// The ledger IDs to commit in one transaction.
+    pub fn file_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        std::iter::once(self.file_id).chain(self.companion.as_ref().map(|c| c.0))
+    }
 }
 
 impl OpenFile {
@@ -75,9 +92,22 @@ impl OpenFile {
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<OpenFile, SinkError> {
+        let name = namer.next_data_name(settings.format.extension());
+        OpenFile::create_named::<R>(settings, run_id, date, &name, ledger)
+    }
+
+    /// [`OpenFile::create`] under a given name: a derived table's file takes
+    /// its source file's.
+    pub fn create_named<R: Row>(
+        settings: &OutputSettings,
+        run_id: &str,
+        date: NaiveDate,
+        name: &str,
+        ledger: &mut Ledger,
+    ) -> Result<OpenFile, SinkError> {
         let table_dir = settings.dir.join(R::TABLE);
         let dir: PathBuf = layout::partition_dir(&table_dir, date);
-        let path = dir.join(namer.next_data_name(settings.format.extension()));
+        let path = dir.join(name);
         let (pending, out) = if R::SENSITIVE {
             create_private_dir(&table_dir)?;
             PendingFile::create_private(path)?
@@ -104,7 +134,17 @@ impl OpenFile {
             min: i64::MAX,
             max: i64::MIN,
             last_used: 0,
+            companion: None,
         })
+    }
+
+    /// The file's name, which a derived table's file shares.
+    pub fn name(&self) -> String {
+        self.pending
+            .final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Writes one row, given as its cells in column order.
@@ -132,10 +172,11 @@ impl OpenFile {
     /// Estimated bytes held in memory for the next row group (none for CSV,
     /// which streams).
     pub fn buffered_bytes(&self) -> usize {
-        match &self.encoder {
+        let own = match &self.encoder {
             Encoder::Parquet(p) => p.buffered_bytes(),
             Encoder::Csv(_) => 0,
-        }
+        };
+        own + self.companion.as_ref().map_or(0, |c| c.buffered_bytes())
     }
 
     /// The row data written so far: estimated for Parquet, exact for CSV.
@@ -148,15 +189,40 @@ impl OpenFile {
 
     /// Writes the buffered rows out as a row group now.
     pub fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        if let Some(companion) = &mut self.companion {
+            companion.flush_row_group()?;
+        }
         match &mut self.encoder {
             Encoder::Parquet(p) => p.flush_row_group(),
             Encoder::Csv(_) => Ok(()),
         }
     }
 
-    /// Links the file's last rows, then syncs, stages and publishes it
-    /// (protocol steps 2 and 3); the caller commits it.
-    pub fn publish(self, ledger: &mut Ledger) -> Result<(i64, DataFile), SinkError> {
+    /// Publishes the paired derived file first, then this one (protocol
+    /// steps 2 and 3 for both); the caller commits both in one transaction.
+    /// Should the process die between the two, start-up reconciliation
+    /// finds one of the pair not staged and discards both.
+    pub fn publish(mut self, ledger: &mut Ledger) -> Result<Published, SinkError> {
+        let companion = match self.companion.take() {
+            Some(c) => match c.publish_alone(ledger) {
+                Ok(done) => Some(done),
+                Err(e) => {
+                    self.abandon();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let (file_id, file) = self.publish_alone(ledger)?;
+        Ok(Published {
+            file_id,
+            file,
+            companion,
+        })
+    }
+
+    /// Links the file's last rows, then syncs, stages and publishes it.
+    fn publish_alone(self, ledger: &mut Ledger) -> Result<(i64, DataFile), SinkError> {
         let out = match self.encoder {
             Encoder::Parquet(p) => p.into_inner(),
             Encoder::Csv(c) => c.into_inner(),
@@ -187,6 +253,9 @@ impl OpenFile {
     /// Removes the temporary file (the run is failing); the ledger still
     /// lists it as open, and the next start settles it.
     pub fn abandon(self) {
+        if let Some(companion) = self.companion {
+            companion.abandon();
+        }
         self.pending.abandon();
     }
 }

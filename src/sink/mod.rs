@@ -1,9 +1,11 @@
-//! Output files: the partitioned data files of the `generations` table and,
-//! with content export on, of the `content` table; the failures file; and the
+//! Output files: the partitioned data files of the `generations` table,
+//! with content export on of the `content` table, with the `focus` table on
+//! of that table (derived, file by file, from `generations`: `derive`); the failures file; and the
 //! running totals the manifest reports. One task owns the [`Sink`]; nothing
 //! else writes to the output directory.
 
 mod csv;
+mod derive;
 mod file;
 mod parquet;
 mod partition;
@@ -15,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvFile, format_value};
 pub use self::parquet::{ParquetFile, ROW_GROUP_BYTES};
+pub use derive::{Derive, FocusOf};
 pub use file::DataFile;
-pub use partition::{MAX_FILE_BYTES, PartitionedWriter};
+pub use partition::{MAX_FILE_BYTES, PartitionedWriter, Written};
 
 use crate::atomic_file::{FileError, FinishedFile, HashingWriter, PendingFile};
 use crate::config::OutputSettings;
@@ -194,6 +197,9 @@ pub struct SinkOutput {
     pub data_files: Vec<DataFile>,
     /// Files of the `content` table (empty with content export off).
     pub content_files: Vec<DataFile>,
+    /// Files of the `focus` table, each paired with the `generations` file
+    /// of the same name (empty with the table off).
+    pub focus_files: Vec<DataFile>,
     pub failures_file: Option<FinishedFile>,
     pub failure_rows: u64,
     pub totals: Totals,
@@ -220,7 +226,11 @@ impl Sink {
             settings: settings.clone(),
             namer: FileNamer::new(run_id, shard),
             ledger,
-            generations: PartitionedWriter::new(settings.clone(), run_id),
+            generations: match &settings.focus {
+                Some(account) => PartitionedWriter::new(settings.clone(), run_id)
+                    .with_companion(Box::new(FocusOf(account.clone()))),
+                None => PartitionedWriter::new(settings.clone(), run_id),
+            },
             content: PartitionedWriter::new(settings.clone(), run_id),
             failures: None,
             failure_rows: 0,
@@ -309,8 +319,11 @@ impl Sink {
     /// Commits every file and hands back the ledger connection.
     pub fn finish(mut self) -> Result<(SinkOutput, Ledger), SinkError> {
         self.record_failures()?;
-        let data_files = self.generations.finish(&mut self.namer, &mut self.ledger)?;
-        let content_files = self.content.finish(&mut self.namer, &mut self.ledger)?;
+        let generations = self.generations.finish(&mut self.namer, &mut self.ledger)?;
+        let content_files = self
+            .content
+            .finish(&mut self.namer, &mut self.ledger)?
+            .files;
         let failures_file = match self.failures.take() {
             Some((pending, writer)) => match writer.into_inner() {
                 Ok(out) => Some(pending.finish(out)?),
@@ -324,8 +337,9 @@ impl Sink {
         };
         self.totals.seal();
         let output = SinkOutput {
-            data_files,
+            data_files: generations.files,
             content_files,
+            focus_files: generations.derived,
             failures_file,
             failure_rows: self.failure_rows,
             totals: self.totals,

@@ -17,7 +17,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
-use super::file::{DataFile, OpenFile, RowKey};
+use super::derive::Companion;
+use super::file::{DataFile, OpenFile, Published, RowKey};
 use super::spill::{Spill, SpilledRows};
 use super::{FileNamer, SinkError};
 use crate::config::OutputSettings;
@@ -41,6 +42,13 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Rows of the files committed together at the end of a run.
 const COMMIT_ROWS: u64 = 128 * 1024;
 
+/// The files a writer committed: its table's, and its derived table's.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<DataFile>,
+    pub derived: Vec<DataFile>,
+}
+
 pub struct PartitionedWriter<R: Row> {
     settings: OutputSettings,
     run_id: String,
@@ -52,6 +60,9 @@ pub struct PartitionedWriter<R: Row> {
     /// Estimated bytes of the open files' unwritten row groups.
     buffered: usize,
     finished: Vec<DataFile>,
+    /// The derived table written beside this one, if any, and its files.
+    companion: Option<Box<dyn Companion>>,
+    derived: Vec<DataFile>,
     uses: u64,
     /// [`COLD_ROWS`]; smaller in unit tests.
     cold_rows: u64,
@@ -68,10 +79,18 @@ impl<R: Row> PartitionedWriter<R> {
             evicted: HashSet::new(),
             buffered: 0,
             finished: Vec::new(),
+            companion: None,
+            derived: Vec::new(),
             uses: 0,
             cold_rows: COLD_ROWS,
             _rows: Default::default(),
         }
+    }
+
+    /// Also writes a table derived from this one, in files paired with its.
+    pub(super) fn with_companion(mut self, companion: Box<dyn Companion>) -> Self {
+        self.companion = Some(companion);
+        self
     }
 
     /// Writes `row`, whose ID is number `seq` in the ledger, or spills it.
@@ -89,7 +108,11 @@ impl<R: Row> PartitionedWriter<R> {
             return self.spill.push(date, key, row);
         }
         let cells = R::COLUMNS.iter().map(|column| (column.get)(row));
-        self.write(date, key, cells, ledger)
+        if self.companion.is_none() {
+            return self.write(date, key, cells, None, ledger);
+        }
+        let cells: Vec<Value<'_>> = cells.collect();
+        self.write(date, key, cells.iter().copied(), Some(&cells), ledger)
     }
 
     /// Opens a file for `date` if it may have one now, closing a cold file
@@ -124,18 +147,29 @@ impl<R: Row> PartitionedWriter<R> {
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
-        let file = OpenFile::create::<R>(&self.settings, &self.run_id, date, namer, ledger)?;
+        let mut file = OpenFile::create::<R>(&self.settings, &self.run_id, date, namer, ledger)?;
+        if let Some(companion) = &self.companion {
+            match companion.open(&self.settings, &self.run_id, date, &file, ledger) {
+                Ok(paired) => file.companion = Some(Box::new(paired)),
+                Err(e) => {
+                    file.abandon();
+                    return Err(e);
+                }
+            }
+        }
         self.open.insert(date, file);
         Ok(())
     }
 
     /// Writes a row into `date`'s open file, which rotates when full; keeps
     /// the open files' unwritten row groups within [`OPEN_BUFFER_BYTES`].
+    /// With a derived table, `all` holds the same cells for its row.
     fn write<'a>(
         &mut self,
         date: NaiveDate,
         key: RowKey,
         cells: impl IntoIterator<Item = Value<'a>>,
+        all: Option<&[Value<'a>]>,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
         // Present: the callers open it first.
@@ -144,6 +178,11 @@ impl<R: Row> PartitionedWriter<R> {
         };
         let before = file.buffered_bytes();
         file.write(key, cells, ledger)?;
+        if let (Some(companion), Some(paired), Some(all)) =
+            (&self.companion, file.companion.as_deref_mut(), all)
+        {
+            companion.write(paired, key, all, ledger)?;
+        }
         file.last_used = self.uses;
         self.buffered = (self.buffered + file.buffered_bytes()).saturating_sub(before);
         if file.rows >= self.settings.max_rows_per_file || file.data_bytes() >= MAX_FILE_BYTES {
@@ -167,12 +206,10 @@ impl<R: Row> PartitionedWriter<R> {
 
     /// Publishes and commits `date`'s open file.
     fn close(&mut self, date: NaiveDate, ledger: &mut Ledger) -> Result<(), SinkError> {
-        let Some((file_id, file)) = self.publish(date, ledger)? else {
+        let Some(published) = self.publish(date, ledger)? else {
             return Ok(());
         };
-        ledger.mark_committed(&[file_id])?;
-        self.committed(file);
-        Ok(())
+        self.commit(vec![published], ledger)
     }
 
     /// Publishes `date`'s open file; the caller commits it.
@@ -180,7 +217,7 @@ impl<R: Row> PartitionedWriter<R> {
         &mut self,
         date: NaiveDate,
         ledger: &mut Ledger,
-    ) -> Result<Option<(i64, DataFile)>, SinkError> {
+    ) -> Result<Option<Published>, SinkError> {
         let Some(file) = self.open.remove(&date) else {
             return Ok(None);
         };
@@ -188,9 +225,14 @@ impl<R: Row> PartitionedWriter<R> {
         file.publish(ledger).map(Some)
     }
 
-    fn committed(&mut self, file: DataFile) {
+    fn committed(&mut self, published: Published) {
+        let file = published.file;
         tracing::info!(path = %file.file.path.display(), rows = file.rows, "file committed");
         self.finished.push(file);
+        if let Some((_, derived)) = published.companion {
+            tracing::info!(path = %derived.file.path.display(), rows = derived.rows, "file committed");
+            self.derived.push(derived);
+        }
     }
 
     /// Writes `date`'s spilled rows into its open file, or a new one.
@@ -210,7 +252,8 @@ impl<R: Row> PartitionedWriter<R> {
                 if !self.open.contains_key(&date) {
                     self.open_file(date, namer, ledger)?;
                 }
-                self.write(date, key, rows.cells().iter().copied(), ledger)?;
+                let cells = rows.cells();
+                self.write(date, key, cells.iter().copied(), Some(cells), ledger)?;
             }
         }
         Ok(())
@@ -225,7 +268,7 @@ impl<R: Row> PartitionedWriter<R> {
         mut self,
         namer: &mut FileNamer,
         ledger: &mut Ledger,
-    ) -> Result<Vec<DataFile>, SinkError> {
+    ) -> Result<Written, SinkError> {
         if self.spill.rows() > 0 {
             tracing::info!(
                 table = R::TABLE,
@@ -246,7 +289,7 @@ impl<R: Row> PartitionedWriter<R> {
             // One date at a time, so that only its file buffers rows.
             self.write_spilled(date, namer, ledger)?;
             if let Some(file) = self.publish(date, ledger)? {
-                rows += file.1.rows;
+                rows += file.file.rows;
                 published.push(file);
             }
             if rows >= COMMIT_ROWS {
@@ -255,18 +298,17 @@ impl<R: Row> PartitionedWriter<R> {
             }
         }
         self.commit(published, ledger)?;
-        Ok(std::mem::take(&mut self.finished))
+        Ok(Written {
+            files: std::mem::take(&mut self.finished),
+            derived: std::mem::take(&mut self.derived),
+        })
     }
 
-    /// Commits published files together.
-    fn commit(
-        &mut self,
-        published: Vec<(i64, DataFile)>,
-        ledger: &mut Ledger,
-    ) -> Result<(), SinkError> {
-        let file_ids: Vec<i64> = published.iter().map(|(id, _)| *id).collect();
+    /// Commits published files (each with its derived file) together.
+    fn commit(&mut self, published: Vec<Published>, ledger: &mut Ledger) -> Result<(), SinkError> {
+        let file_ids: Vec<i64> = published.iter().flat_map(Published::file_ids).collect();
         ledger.mark_committed(&file_ids)?;
-        for (_, file) in published {
+        for file in published {
             self.committed(file);
         }
         Ok(())
@@ -341,6 +383,7 @@ mod tests {
             max_rows_per_file: 1_000_000,
             money: MoneyMode::Decimal,
             compression: Compression::Zstd,
+            focus: None,
         };
         let mut ledger = Ledger::open(&dir.path().join("l.db"), dir.path()).unwrap();
         let mut namer = FileNamer::new("r", "0");
@@ -353,7 +396,7 @@ mod tests {
                 .unwrap();
         }
         let (spilled, spill_file_bytes) = (writer.spill.rows(), writer.spill.file_bytes());
-        let files = writer.finish(&mut namer, &mut ledger).unwrap();
+        let files = writer.finish(&mut namer, &mut ledger).unwrap().files;
         let mut per_day = BTreeMap::new();
         let mut rows = Vec::new();
         for file in files {

@@ -184,6 +184,9 @@ fn restore_file(
             ledger.restore_ids(&ids, Side::Content, IdStatus::Exported, None)?;
             done.contents_exported += ids.len() as u64;
         }
+        // Its rows are the generations file's of the same name, which
+        // restores their IDs.
+        layout::FOCUS => {}
         layout::FAILURES => {
             for (id, text) in failure_rows(path)? {
                 // Pending IDs are not recorded: a later run fetches them when

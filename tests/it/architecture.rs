@@ -25,7 +25,7 @@ const LAYERS: [&[&str]; 7] = [
     &["schema", "record"],
     &["config"],
     &["client", "ledger", "sink", "source"],
-    &["export", "ddl", "report"],
+    &["export", "ddl", "report", "reconcile"],
     &["state"],
     &["cli", "logging", "app"],
 ];
@@ -33,13 +33,15 @@ const LAYERS: [&[&str]; 7] = [
 /// Same-layer imports allowed, as (importer, imported), each one way only: both
 /// adapters record what they did in the ledger, and the ledger knows neither; a
 /// record implements the column table `schema` defines; the commands and the
-/// logger take the command line's types.
-const SAME_LAYER: [(&str, &str); 5] = [
+/// logger take the command line's types; reconcile reads the export through
+/// the report's reader.
+const SAME_LAYER: [(&str, &str); 6] = [
     ("sink", "ledger"),
     ("source", "ledger"),
     ("record", "schema"),
     ("app", "cli"),
     ("logging", "cli"),
+    ("reconcile", "report"),
 ];
 
 /// The OpenRouter stand-in imports nothing of the crate, so that it stays a stand-in

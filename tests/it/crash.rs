@@ -390,3 +390,70 @@ pub(crate) async fn kill_after(mut cmd: std::process::Command, after: Duration) 
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn kill_with_the_focus_table_on_then_rerun_leaves_both_tables_with_every_id_once() {
+    let sim = start_sim(SimConfig {
+        latency: Duration::from_millis(4),
+        latency_jitter: Duration::from_millis(8),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (per_round, rounds) = (40, 10);
+    let ids = ids(per_round * rounds, Duration::from_secs(86_400 * 2), "fkill");
+    let out = dir.path().join("out");
+    let base = sim.base_url();
+    let mut rng = fastrand::Rng::with_seed(20);
+    let mut kills = 0;
+    let focus = |mut cmd: Command| {
+        cmd.arg("--focus")
+            .env("GENLEDGER_FOCUS__BILLING_ACCOUNT_ID", "org-crash");
+        cmd
+    };
+    for round in 0..rounds {
+        let input = write_lines(dir.path(), "ids.txt", &ids[..per_round * (round + 1)]);
+        let cmd = focus(export_command(&base, &input, &out));
+        let after = Duration::from_millis(rng.u64(30..300));
+        kills += usize::from(kill_after(cmd, after).await);
+    }
+    assert!(kills >= 7, "only {kills} runs were killed mid-way");
+    let input = write_lines(dir.path(), "ids.txt", &ids);
+    let status = run(focus(export_command(&base, &input, &out))).await.status;
+    assert_eq!(status.code(), Some(0), "a clean run finishes everything");
+    check_exactly_once(&out, &ids);
+    let mut seen = HashSet::new();
+    for file in table_files(&out, "focus", ".parquet") {
+        let name = file.strip_prefix(out.join("focus")).unwrap();
+        let source = out.join("generations").join(name);
+        let rows = |path: &Path| {
+            read_parquet(path)
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        };
+        assert_eq!(
+            rows(&file),
+            rows(&source),
+            "{} pairs with its generations file",
+            file.display()
+        );
+        for batch in read_parquet(&file) {
+            let col = batch.column_by_name("x_GenerationId").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap();
+            for id in col.iter().flatten() {
+                assert!(seen.insert(id.to_owned()), "{id} is in two focus files");
+            }
+        }
+    }
+    assert_eq!(seen, ids.iter().cloned().collect::<HashSet<_>>());
+    assert_eq!(
+        table_files(&out, "focus", ".parquet").len(),
+        table_files(&out, "generations", ".parquet").len(),
+        "every generations file has its focus file"
+    );
+    check_state_after_kills(&out).await;
+}

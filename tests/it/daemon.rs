@@ -486,3 +486,74 @@ async fn ids_that_never_appear_hold_no_tick_hostage() {
         "at most eight tries each: {not_found}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_reconciles_on_its_schedule_and_reports_what_is_missing_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = ids(60, Duration::from_secs(2 * 86_400), "dr");
+    let account = support::write_lines(dir.path(), "account.txt", &made);
+    let sim = start_sim(SimConfig {
+        management_key: Some("mgmt-key-for-the-daemon".into()),
+        activity_ids: Some(account),
+        ..SimConfig::default()
+    })
+    .await;
+    // Five of the sixty never reach the queue.
+    let queue = dir.path().join("queue.log");
+    append(&queue, &lines(&made[5..]));
+    let port = free_port();
+    let config = config(dir.path(), &sim, &queue, Some(port));
+    append(&config, "[reconcile]\ncron = \"*/2 * * * * *\"\n");
+    let mut daemon = start_daemon_with(
+        &config,
+        &[("OPENROUTER_MANAGEMENT_KEY", "mgmt-key-for-the-daemon")],
+    );
+    wait_for(&dir.path().join("out"), 55, &mut daemon).await;
+    let missing_cost: f64 = made[..5]
+        .iter()
+        .map(|id| {
+            genledger::simulator::generation(id)
+                .total_cost
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no reconciliation with all rows in time"
+        );
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, body) = scrape(port, "/metrics").await;
+        if !body.contains("genledger_reconcile_missing_requests") {
+            continue;
+        }
+        let parsed =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let missing = metric(
+            &parsed.samples,
+            "genledger_reconcile_missing_requests",
+            None,
+        );
+        if missing > 5.0 {
+            continue; // a reconciliation from before the tick finished
+        }
+        assert_eq!(missing, 5.0);
+        let cost = metric(
+            &parsed.samples,
+            "genledger_reconcile_missing_cost_usd",
+            None,
+        );
+        assert!(
+            (cost - missing_cost).abs() < 1e-9,
+            "{cost} vs {missing_cost}"
+        );
+        break;
+    }
+    let (code, stderr) = terminate(daemon).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("mgmt-key-for-the-daemon"));
+}

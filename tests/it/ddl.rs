@@ -98,6 +98,7 @@ fn sql_columns(dialect: &str, ddl: &str, table: &str) -> Columns {
                 None => (line, true),
             };
             let (name, ty) = line.split_once(' ').unwrap();
+            let name = name.trim_matches('"');
             (name.to_owned(), sql_to_arrow(dialect, ty), nullable)
         })
         .collect()
@@ -184,7 +185,12 @@ async fn every_dialect_names_exactly_the_columns_and_types_of_the_written_files(
         let out = dir.path().join(format!("out-{money:?}"));
         let mut settings = settings(&sim, &input, &out, Format::Parquet);
         settings.output.money = money;
+        settings.output.focus = Some(std::sync::Arc::new(genledger::record::FocusAccount {
+            billing_account_id: "org-ddl".into(),
+            billing_account_name: None,
+        }));
         assert_eq!(export(&settings).await.exit_code, 0);
+        let focus = file_columns(&table_files(&out, "focus", ".parquet")[0]);
         let generations = file_columns(&data_files(&out, ".parquet")[0]);
         let money_type = &generations.iter().find(|c| c.0 == "total_cost").unwrap().1;
         match money {
@@ -205,6 +211,11 @@ async fn every_dialect_names_exactly_the_columns_and_types_of_the_written_files(
             assert_eq!(
                 ddl_columns(dialect, &ddl, "content"),
                 content,
+                "{dialect} {money:?}:\n{ddl}"
+            );
+            assert_eq!(
+                ddl_columns(dialect, &ddl, "focus"),
+                focus,
                 "{dialect} {money:?}:\n{ddl}"
             );
         }

@@ -12,9 +12,11 @@ mod deploy;
 #[cfg(unix)]
 mod disk;
 mod faults;
+mod focus;
 mod limits;
 mod network;
 mod partition;
+mod reconcile;
 mod report;
 mod retention;
 mod roundtrip;

@@ -239,3 +239,46 @@ async fn report_exits_2_without_readable_export_files_and_skips_temporary_ones()
     let stderr = text(&output.stderr);
     assert!(stderr.contains("part-d.parquet"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_by_sums_every_combination_of_the_columns_asked_exactly() {
+    use genledger::money::Money;
+    use genledger::report::{Dim, read_export, render};
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids(600, Duration::from_secs(86_400 * 2), "by");
+    let input = write_lines(dir.path(), "ids.txt", &ids);
+    let out = dir.path().join("out");
+    export(&settings(&sim, &input, &out, Format::Parquet)).await;
+
+    let by = [Dim::Provider, Dim::ApiType, Dim::WorkspaceId];
+    let report = read_export(&out, &by).unwrap();
+    let mut want: BTreeMap<Vec<String>, (u64, Money)> = BTreeMap::new();
+    for row in parquet_rows(&out) {
+        let text = |c: &str| row[c].clone().unwrap_or_else(|| "(none)".into());
+        let key = vec![
+            text("provider_name"),
+            text("api_type"),
+            text("workspace_id"),
+        ];
+        let cost = Money::parse(row["total_cost"].as_deref().unwrap_or("0")).unwrap();
+        let entry = want.entry(key).or_insert((0, Money::ZERO));
+        entry.0 += 1;
+        entry.1 = entry.1.checked_add(cost).unwrap();
+    }
+    let got: BTreeMap<Vec<String>, (u64, Money)> = report
+        .by_group()
+        .into_iter()
+        .map(|(k, s)| (k.to_vec(), (s.rows, s.total_cost)))
+        .collect();
+    assert!(got.len() > 3, "several combinations: {got:?}");
+    assert_eq!(got, want);
+    let csv = render::csv(&report).unwrap();
+    assert!(
+        csv.starts_with("provider,api_type,workspace_id,rows,total_cost,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), want.len() + 1);
+    let json: serde_json::Value = serde_json::from_str(&render::json(&report).unwrap()).unwrap();
+    assert_eq!(json["by"].as_array().unwrap().len(), want.len());
+}

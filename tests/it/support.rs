@@ -250,7 +250,11 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 pub fn genledger() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genledger"));
     for (name, _) in std::env::vars() {
-        if name.starts_with("GENLEDGER_") || name == "OPENROUTER_API_KEY" || name == "RUST_LOG" {
+        if name.starts_with("GENLEDGER_")
+            || name == "OPENROUTER_API_KEY"
+            || name == "OPENROUTER_MANAGEMENT_KEY"
+            || name == "RUST_LOG"
+        {
             cmd.env_remove(name);
         }
     }

@@ -10,11 +10,11 @@ use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
 
 use crate::config::Format;
-use crate::ddl::{Dialect, Table};
-use crate::report::ReportFormat;
-use crate::schema::MoneyMode;
+mod readers;
+
 use crate::shard::Shard;
 use crate::simulator::SimConfig;
+pub use readers::{ReconcileArgs, ReportArgs, SchemaArgs};
 
 /// Where the key comes from and what each exit code means, under `--help` of
 /// the program and of the commands that call the API. The codes are those of
@@ -94,6 +94,10 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Cost and tokens by model and by day from an export directory (and a chart).
     Report(ReportArgs),
+    /// Hold an export against OpenRouter's own daily totals (the Activity API,
+    /// management key): per day, model and provider, what is missing or extra.
+    /// Exit 0 when everything agrees, 1 when something differs, 2 on errors.
+    Reconcile(ReconcileArgs),
     /// Look after the state ledger.
     #[command(subcommand)]
     State(StateCommand),
@@ -208,6 +212,10 @@ pub struct RunFlags {
     /// Also export stored prompts and completions (sensitive). Overrides `export.content`.
     #[arg(long)]
     pub with_content: bool,
+    /// Also write the FOCUS cost and usage table (`focus/`); needs
+    /// `focus.billing_account_id`. Adds `focus` to `output.tables`.
+    #[arg(long)]
+    pub focus: bool,
 }
 
 /// The flags' layer of the configuration: only flags given on the command
@@ -248,6 +256,9 @@ impl Provider for RunFlags {
         }
         if self.with_content {
             set("export.content", Value::serialize(true)?);
+        }
+        if self.focus {
+            set("output.tables", Value::serialize(["generations", "focus"])?);
         }
         Ok(Profile::Default.collect(root))
     }
@@ -348,33 +359,6 @@ pub struct BenchArgs {
     /// Working directory for IDs and output (removed afterwards).
     #[arg(long, default_value = "genledger-bench")]
     pub dir: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct SchemaArgs {
-    /// Dialect to print the table definitions in.
-    #[arg(long, value_enum)]
-    pub dialect: Dialect,
-    /// Money columns as exact decimals or doubles, to match files written with
-    /// that `output.money`; default from the configuration (`decimal`).
-    #[arg(long, value_enum)]
-    pub money: Option<MoneyMode>,
-    /// Only this table (default: all). With `--dialect bigquery` this prints
-    /// one bare JSON schema, as `bq mk --schema` takes it.
-    #[arg(long, value_enum)]
-    pub table: Option<Table>,
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Export directory (the `output.dir` of a run, holding `generations/`).
-    pub dir: PathBuf,
-    /// Output on stdout.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-    pub format: ReportFormat,
-    /// Also write a chart of daily cost by model to this SVG file.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
 }
 
 #[cfg(test)]
