@@ -674,6 +674,7 @@ fn a_file_larger_than_a_settling_chunk_settles_every_id_once() {
         ledger.status_of(&ids[n - 1]).unwrap(),
         Some(IdStatus::Exported)
     );
+}
 
 /// Registers a file of `table` named `name` holding `ids` and links them;
 /// staged and renamed into place when `publish`, else left open.
