@@ -12,6 +12,7 @@ use reqwest::Url;
 use super::raw::RawFetch;
 use super::{Compression, ConfigError, Format, Input, RawConfig, paths};
 use crate::layout;
+use crate::objstore::{self, Location, RemoteUrl};
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
 
@@ -66,7 +67,12 @@ pub struct FetchSettings {
 
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
+    /// Where files are written: `output.dir` itself, or for a remote output
+    /// the local spool beside the ledger, where each file is written whole
+    /// before it is uploaded (see [`layout::spool_dir`]).
     pub dir: PathBuf,
+    /// The bucket and prefix, when `output.dir` is `s3://`, `gs://` or `az://`.
+    pub remote: Option<RemoteUrl>,
     pub format: Format,
     pub max_rows_per_file: u64,
     pub money: MoneyMode,
@@ -121,11 +127,8 @@ impl Settings {
             ),
             None => None,
         };
-        let state_path = raw
-            .state
-            .path
-            .clone()
-            .unwrap_or_else(|| layout::default_ledger_path(&raw.output.dir));
+        let (location, state_path) =
+            resolve_location(raw).map_err(|(key, message)| invalid(key, message))?;
         Ok(Settings {
             api: ApiSettings {
                 base_url,
@@ -135,7 +138,8 @@ impl Settings {
             },
             inputs: raw.input.paths.iter().map(|p| Input::from_arg(p)).collect(),
             fetch,
-            output: resolve_output(raw).map_err(|(key, message)| invalid(key, message))?,
+            output: resolve_output(raw, location, &state_path)
+                .map_err(|(key, message)| invalid(key, message))?,
             state_path,
             retention: raw.state.retention,
             content: raw.export.content,
@@ -160,12 +164,13 @@ impl Settings {
         &self,
         origin: impl Fn(&'static str) -> Option<String>,
     ) -> Result<(), ConfigError> {
+        // A remote output's spool sits beside the ledger: `state.path` covers it.
+        let dir_problem = match self.output.remote {
+            Some(_) => None,
+            None => paths::dir_problem(&self.output.dir),
+        };
         let checks = [
-            (
-                "output.dir",
-                &self.output.dir,
-                paths::dir_problem(&self.output.dir),
-            ),
+            ("output.dir", &self.output.dir, dir_problem),
             (
                 "state.path",
                 &self.state_path,
@@ -201,18 +206,65 @@ impl Settings {
             None => format!("{stem}-{}", shard.label()),
         };
         self.state_path.set_file_name(name);
+        if self.output.remote.is_some() {
+            self.output.dir = layout::spool_dir(&self.state_path);
+        }
         self.shard = shard;
         self
     }
 }
 
+/// Where `output.dir` points, and the ledger's path: `state.path`, or by
+/// default under a local output. A remote output needs `state.path`: the
+/// ledger is SQLite and stays on a local disk.
+fn resolve_location(raw: &RawConfig) -> Result<(Location, PathBuf), (&'static str, String)> {
+    let location = match raw.output.dir.to_str() {
+        Some(text) => objstore::parse_location(text).map_err(|m| ("output.dir", m))?,
+        None => Location::Local(raw.output.dir.clone()),
+    };
+    if let Some(state) = raw.state.path.as_ref().and_then(|p| p.to_str()) {
+        if let Ok(Location::Remote(url)) = objstore::parse_location(state) {
+            return Err((
+                "state.path",
+                format!(
+                    "`{url}` is in object storage; the ledger is a SQLite file and must be on a local disk"
+                ),
+            ));
+        }
+    }
+    let state_path = match (&location, &raw.state.path) {
+        (_, Some(path)) => path.clone(),
+        (Location::Local(dir), None) => layout::default_ledger_path(dir),
+        (Location::Remote(url), None) => {
+            return Err((
+                "output.dir",
+                format!(
+                    "`{url}` is in object storage, but the ledger must stay on a local disk: \
+                     set `state.path` (or `GENLEDGER_STATE__PATH`) to a local file, \
+                     e.g. `/var/lib/genledger/genledger.db`"
+                ),
+            ));
+        }
+    };
+    Ok((location, state_path))
+}
+
 /// Validates the `output` section.
-fn resolve_output(raw: &RawConfig) -> Result<OutputSettings, (&'static str, String)> {
+fn resolve_output(
+    raw: &RawConfig,
+    location: Location,
+    state_path: &std::path::Path,
+) -> Result<OutputSettings, (&'static str, String)> {
     if raw.output.max_rows_per_file == 0 {
         return Err(("output.max_rows_per_file", "must be at least 1".into()));
     }
+    let (dir, remote) = match location {
+        Location::Local(dir) => (dir, None),
+        Location::Remote(url) => (layout::spool_dir(state_path), Some(url)),
+    };
     Ok(OutputSettings {
-        dir: raw.output.dir.clone(),
+        dir,
+        remote,
         format: raw.output.format,
         max_rows_per_file: raw.output.max_rows_per_file,
         money: raw.output.money,

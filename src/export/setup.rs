@@ -47,6 +47,9 @@ impl Session {
             );
         }
         settings.check_paths()?;
+        if let Some(url) = &settings.output.remote {
+            anyhow::bail!("`{url}`: writing to object storage is not available in this build");
+        }
         let out_dir = &settings.output.dir;
         std::fs::create_dir_all(out_dir).with_context(|| {
             format!("failed to create output directory `{}`", out_dir.display())

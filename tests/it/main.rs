@@ -14,6 +14,7 @@ mod disk;
 mod faults;
 mod limits;
 mod network;
+mod objstore;
 mod partition;
 mod report;
 mod retention;
