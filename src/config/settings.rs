@@ -222,15 +222,14 @@ fn resolve_location(raw: &RawConfig) -> Result<(Location, PathBuf), (&'static st
         Some(text) => objstore::parse_location(text).map_err(|m| ("output.dir", m))?,
         None => Location::Local(raw.output.dir.clone()),
     };
-    if let Some(state) = raw.state.path.as_ref().and_then(|p| p.to_str()) {
-        if let Ok(Location::Remote(url)) = objstore::parse_location(state) {
-            return Err((
-                "state.path",
-                format!(
-                    "`{url}` is in object storage; the ledger is a SQLite file and must be on a local disk"
-                ),
-            ));
-        }
+    let state = raw.state.path.as_ref().and_then(|p| p.to_str());
+    if let Some(Ok(Location::Remote(url))) = state.map(objstore::parse_location) {
+        return Err((
+            "state.path",
+            format!(
+                "`{url}` is in object storage; the ledger is a SQLite file and must be on a local disk"
+            ),
+        ));
     }
     let state_path = match (&location, &raw.state.path) {
         (_, Some(path)) => path.clone(),

@@ -250,10 +250,10 @@ async fn a_multipart_upload_killed_half_way_is_aborted_at_the_next_start() {
     let started = std::time::Instant::now();
     let upload = loop {
         let uploads = moto.uploads().await;
-        if let Some((key, id)) = uploads.first() {
-            if moto.parts(key, id).await >= 1 {
-                break (key.clone(), id.clone());
-            }
+        if let Some((key, id)) = uploads.first()
+            && moto.parts(key, id).await >= 1
+        {
+            break (key.clone(), id.clone());
         }
         assert!(
             child.try_wait().unwrap().is_none(),
