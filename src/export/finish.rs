@@ -45,14 +45,6 @@ pub(super) fn finish(
     let manifest = if nothing_new {
         None
     } else {
-        if let Some(file) = &output.failures_file {
-            publish(
-                state.remote.as_deref(),
-                &settings.output.dir,
-                &file.path,
-                false,
-            )?;
-        }
         Some(write_manifest(
             settings,
             state,
@@ -101,7 +93,8 @@ fn log_end(run_id: &str, c: &Counts, idle: bool) {
     }
 }
 
-/// Writes the run's manifest, after every file it lists is in place.
+/// Writes the run's manifest, after every file it lists is in place (a
+/// remote output's failures file uploaded first).
 fn write_manifest(
     settings: &Settings,
     state: &RunState,
@@ -109,6 +102,14 @@ fn write_manifest(
     counts: Counts,
     stopped: Option<String>,
 ) -> anyhow::Result<PathBuf> {
+    if let Some(file) = &output.failures_file {
+        publish(
+            state.remote.as_deref(),
+            &settings.output.dir,
+            &file.path,
+            false,
+        )?;
+    }
     let info = RunInfo {
         run_id: &state.run_id,
         shard: &state.shard,

@@ -96,6 +96,16 @@ impl Session {
         &self.pacer
     }
 
+    /// The ledger, publishing to the session's bucket if the output is remote.
+    fn open_ledger(&self, settings: &Settings) -> anyhow::Result<Ledger> {
+        let mut ledger = Ledger::open(&settings.state_path, &settings.output.dir)
+            .context("cannot use the state ledger; nothing was fetched or written")?;
+        if let Some(remote) = &self.remote {
+            ledger.set_remote(remote.clone());
+        }
+        Ok(ledger)
+    }
+
     /// Opens the ledger, settles what a dead run left (writing the manifests
     /// it never wrote), and records this run's start.
     pub(super) fn begin_run(
@@ -106,11 +116,7 @@ impl Session {
         quiet_start: bool,
     ) -> anyhow::Result<RunState> {
         let out_dir = &settings.output.dir;
-        let mut ledger = Ledger::open(&settings.state_path, out_dir)
-            .context("cannot use the state ledger; nothing was fetched or written")?;
-        if let Some(remote) = &self.remote {
-            ledger.set_remote(remote.clone());
-        }
+        let mut ledger = self.open_ledger(settings)?;
         let shard = settings.shard.label();
         let reconciled = ledger
             .reconcile()
