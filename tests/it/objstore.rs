@@ -347,3 +347,64 @@ async fn kill_s3_exports_at_random_moments_then_rerun_exports_every_id_exactly_o
     assert_eq!(ledger.status_counts().unwrap(), (0, n, 0));
     assert_eq!(ledger.content_counts().unwrap(), (0, n, 0));
 }
+
+/// `genledger schema` for a bucket prints the statements that read the
+/// files in place, naming the paths the export writes.
+#[tokio::test]
+async fn schema_for_a_bucket_reads_the_files_in_place() {
+    let schema = |dialect: &str, output: &str| {
+        let mut cmd = genledger();
+        cmd.args([
+            "schema",
+            "--dialect",
+            dialect,
+            "--table",
+            "generations",
+            "--output",
+            output,
+        ]);
+        cmd
+    };
+    let printed = |output: std::process::Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let duckdb = printed(run(schema("duckdb", "s3://acme/usage/openrouter")).await);
+    assert!(
+        duckdb.contains("read_parquet('s3://acme/usage/openrouter/generations/*/*.parquet', hive_partitioning = true)"),
+        "{duckdb}"
+    );
+    let bigquery = printed(run(schema("bigquery", "gs://acme/usage")).await);
+    for wanted in [
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `DATASET.generations`",
+        "WITH PARTITION COLUMNS (date DATE)",
+        "uris = ['gs://acme/usage/generations/*']",
+        "hive_partition_uri_prefix = 'gs://acme/usage/generations'",
+        "    total_cost BIGNUMERIC,",
+        "    exported_at TIMESTAMP\n)",
+    ] {
+        assert!(bigquery.contains(wanted), "want {wanted:?} in {bigquery}");
+    }
+    let columns = <genledger::record::Generation as genledger::schema::Row>::COLUMNS.len();
+    let typed = bigquery
+        .lines()
+        .filter(|l| l.starts_with("    ") && !l.contains('='))
+        .count();
+    assert_eq!(typed, columns, "{bigquery}");
+    let snowflake = printed(run(schema("snowflake", "s3://acme/usage")).await);
+    for wanted in [
+        "URL = 's3://acme/usage/'",
+        "CREATE TABLE IF NOT EXISTS generations (",
+        "COPY INTO generations\n    FROM @genledger_output/generations/",
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE;",
+    ] {
+        assert!(snowflake.contains(wanted), "want {wanted:?} in {snowflake}");
+    }
+    // A local output keeps the plain definitions.
+    let local = printed(run(schema("duckdb", "out")).await);
+    assert!(
+        local.contains("CREATE TABLE IF NOT EXISTS generations"),
+        "{local}"
+    );
+    assert!(!local.contains("read_parquet"), "{local}");
+}
