@@ -118,7 +118,7 @@ pub(super) fn snowflake(out: &External<'_>, tables: &[TableSpec]) -> String {
         text,
         "CREATE STAGE IF NOT EXISTS genledger_output\n    URL = '{}'\n    \
          STORAGE_INTEGRATION = genledger_integration\n    FILE_FORMAT = ({format});\n",
-        stage_url(&out.url)
+        stage_url(out.url)
     );
     for table in tables {
         text.push_str(&sql_table(Sql::Snowflake, table, out.money));
