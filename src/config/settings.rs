@@ -385,6 +385,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bucket_output_spools_beside_each_shards_own_ledger() {
+        let mut raw = RawConfig::default();
+        raw.output.dir = "s3://acme/usage/".into();
+        raw.state.path = Some("/var/lib/genledger/genledger.db".into());
+        let settings = Settings::resolve(&raw, None, |_| String::new()).unwrap();
+        let url = settings.output.remote.clone().unwrap();
+        assert_eq!(url.to_string(), "s3://acme/usage");
+        assert_eq!(
+            settings.output.dir,
+            std::path::Path::new("/var/lib/genledger/genledger.db.spool")
+        );
+        let shard = Shard::parse_with("1/3", None).unwrap();
+        let sharded = settings.for_shard(shard);
+        assert_eq!(
+            sharded.output.dir,
+            std::path::Path::new("/var/lib/genledger/genledger-1of3.db.spool")
+        );
+        raw.output.dir = "file:///srv/out".into();
+        raw.state.path = None;
+        let local = Settings::resolve(&raw, None, |_| String::new()).unwrap();
+        assert_eq!(local.output.dir, std::path::Path::new("/srv/out"));
+        assert_eq!(
+            local.state_path,
+            std::path::Path::new("/srv/out/_state/genledger.db")
+        );
+    }
+
+    #[test]
     fn key_never_prints() {
         let key = ApiKey::new("sk-or-v1-secret".into());
         assert_eq!(format!("{key} {key:?}"), "**** ****");

@@ -184,7 +184,10 @@ fn close_dead_runs(
     let (out_dir, shard) = (&settings.output.dir, &settings.shard.label());
     for run in &reconciled.dead_runs {
         if remote.is_some() && manifest_published(remote, out_dir, &run.run_id, shard)? {
+            // Killed between its upload and the removal of the local copies.
             let manifest = layout::manifest_path(out_dir, &run.run_id, shard);
+            let _ = std::fs::remove_file(&manifest);
+            let _ = std::fs::remove_file(layout::failures_path(out_dir, &run.run_id, shard));
             ledger.close_dead_run(run, &now_formatted(), Some(&manifest))?;
             continue;
         }

@@ -64,6 +64,28 @@ async fn a_remote_output_needs_a_local_state_path() {
     assert!(left.is_empty(), "check-config created {left:?}");
 }
 
+/// Credentials and data go to a plain-http endpoint only on loopback: a
+/// MinIO on the LAN over http is refused before anything is fetched or
+/// written, as a plain-http API is.
+#[tokio::test]
+async fn a_plain_http_endpoint_off_loopback_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/genledger.db");
+    let mut cmd = with_output("export", "s3://bucket/usage", dir.path());
+    cmd.env("GENLEDGER_STATE__PATH", &state)
+        .env("AWS_ENDPOINT", "http://minio.internal:9000")
+        .env("AWS_ALLOW_HTTP", "true")
+        .stdin(std::process::Stdio::null());
+    let output = run(cmd).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`AWS_ENDPOINT` = `http://minio.internal:9000` is plain http to a host that is not loopback"),
+        "{stderr}"
+    );
+    assert!(!state.exists() && !genledger::layout::spool_dir(&state).exists());
+}
+
 mod moto;
 
 use std::collections::{HashMap, HashSet};
