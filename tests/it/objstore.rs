@@ -306,7 +306,8 @@ async fn a_multipart_upload_killed_half_way_is_aborted_at_the_next_start() {
 }
 
 /// The crash campaign of `crash.rs` against `s3://` on moto: runs with
-/// content on (files big enough to go multipart) killed at random moments,
+/// content on (512 KiB prompts, 30 rows a file: about 12 MiB, two parts)
+/// killed at random moments,
 /// simulator faults on, then a clean run. Nothing lost, nothing doubled,
 /// every listed object whole, no unlisted object, no upload left.
 /// `S3_KILL_ROUNDS` sets the number of killed runs (8 here, to keep the
@@ -322,7 +323,7 @@ async fn kill_s3_exports_at_random_moments_then_rerun_exports_every_id_exactly_o
         latency: Duration::from_millis(4),
         latency_jitter: Duration::from_millis(8),
         error_rate: 0.02,
-        content_prompt_bytes: Some(256 << 10),
+        content_prompt_bytes: Some(512 << 10),
         ..SimConfig::default()
     })
     .await;
@@ -338,21 +339,27 @@ async fn kill_s3_exports_at_random_moments_then_rerun_exports_every_id_exactly_o
     let command = |input: &Path| {
         let mut cmd = s3_export(&moto, &base, input, &state, "k");
         cmd.arg("--with-content")
-            .env("GENLEDGER_OUTPUT__MAX_ROWS_PER_FILE", "50");
+            .env("GENLEDGER_OUTPUT__MAX_ROWS_PER_FILE", "30");
         cmd
     };
     let mut rng = fastrand::Rng::with_seed(19);
-    let mut kills = 0;
+    let (mut kills, mut left_uploads) = (0, 0);
     for round in 0..rounds {
         let input = write_lines(dir.path(), "ids.txt", &ids[..per_round * (round + 1)]);
         let after = Duration::from_millis(if round % 4 == 0 {
-            rng.u64(20..200)
+            rng.u64(20..300)
         } else {
-            rng.u64(200..2_500)
+            // A run takes seconds here (two fetches at a time of 512 KiB
+            // prompts), its uploads late in it.
+            rng.u64(500..7_000)
         });
         kills += usize::from(crate::crash::kill_after(command(&input), after).await);
+        // Each start aborts what the run before it left; count what it found.
+        left_uploads += moto.uploads().await.len();
     }
-    eprintln!("{kills} of {rounds} runs killed mid-way");
+    eprintln!(
+        "{kills} of {rounds} runs killed mid-way, {left_uploads} multipart uploads left unfinished by them"
+    );
     assert!(
         kills * 4 >= rounds * 3,
         "only {kills} of {rounds} runs were killed mid-way"
