@@ -39,6 +39,19 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
+        // Everything that can fail before the server runs comes first, so a
+        // panic cannot leave it running unowned.
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_bucket_name(BUCKET)
+            .build()
+            .unwrap();
+        let http = reqwest::Client::new();
         let child = Command::new(&binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -51,20 +64,10 @@ impl Moto {
                      and set MOTO_SERVER=V/bin/moto_server"
                 )
             });
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let store = AmazonS3Builder::new()
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_bucket_name(BUCKET)
-            .build()
-            .unwrap();
         let moto = Moto {
             child,
             endpoint,
-            http: reqwest::Client::new(),
+            http,
             store,
         };
         let started = Instant::now();
