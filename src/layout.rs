@@ -47,6 +47,18 @@ pub fn table_dir(out_dir: &Path, table: &str) -> PathBuf {
     out_dir.join(table)
 }
 
+/// The local spool of a remote output, beside the ledger
+/// (`genledger.db.spool/`): each file is written there whole, under its
+/// hidden name, uploaded, and removed. Laid out as the output tree is.
+pub fn spool_dir(ledger_path: &Path) -> PathBuf {
+    let mut name = ledger_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| LEDGER_FILE.into());
+    name.push(".spool");
+    ledger_path.with_file_name(name)
+}
+
 /// `<table dir>/date=YYYY-MM-DD`.
 pub fn partition_dir(table_dir: &Path, date: NaiveDate) -> PathBuf {
     table_dir.join(format!("{PARTITION_PREFIX}{}", date.format("%Y-%m-%d")))

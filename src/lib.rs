@@ -22,6 +22,7 @@ pub mod exit;
 pub mod layout;
 pub mod limiter;
 pub mod money;
+pub mod objstore;
 pub mod progress;
 pub mod shard;
 pub mod simulator;

@@ -37,6 +37,7 @@ pub fn run(file: Option<&Path>, command: StateCommand) -> anyhow::Result<ExitSta
         }
         StateCommand::Rebuild(args) => {
             let settings = load_settings(file, &args.flags)?;
+            local_output_only(&settings, "state rebuild")?;
             rebuild_state(&settings)
         }
         StateCommand::Check(args) => {
@@ -164,6 +165,18 @@ fn rebuild_state(settings: &Settings) -> anyhow::Result<ExitStatus> {
         eprintln!("  {}", path.display());
     }
     Ok(ExitStatus::Partial)
+}
+
+/// `state rebuild` and `state check` read the output's files from a local
+/// directory; a bucket output is refused, not taken for an empty directory.
+fn local_output_only(settings: &Settings, command: &str) -> anyhow::Result<()> {
+    match &settings.output.remote {
+        None => Ok(()),
+        Some(url) => anyhow::bail!(
+            "`genledger {command}` reads the output from a local directory, and `{url}` is in object storage; \
+             copy the output to a local directory and give it as `--output` (with the same `state.path`)"
+        ),
+    }
 }
 
 /// The settings, the ledger (which must exist) and the state lock.

@@ -62,4 +62,10 @@ pub struct SchemaArgs {
     /// one bare JSON schema, as `bq mk --schema` takes it.
     #[arg(long, value_enum)]
     pub table: Option<Table>,
+    /// The output to read in place (default `output.dir`). For a bucket
+    /// (`s3://`, `gs://`, `az://`), `bigquery`, `snowflake` and `duckdb` print
+    /// the statements that read the files where they are: a BigQuery external
+    /// table, a Snowflake stage and `COPY INTO`, a DuckDB view.
+    #[arg(long, value_name = "URL")]
+    pub output: Option<String>,
 }

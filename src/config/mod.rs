@@ -6,6 +6,7 @@ mod error;
 mod input;
 mod paths;
 mod raw;
+mod schedule;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use figment::{Figment, Provider};
 pub use error::{ConfigError, env_var};
 pub use input::Input;
 pub use raw::{Compression, Format, RawConfig};
-pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Schedule, Settings};
+pub use schedule::Schedule;
+pub use settings::{ApiKey, ApiSettings, FetchSettings, OutputSettings, Settings};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "GENLEDGER_CONFIG";

@@ -11,8 +11,9 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::raw::RawFetch;
-use super::{Compression, ConfigError, Format, Input, RawConfig, paths};
+use super::{Compression, ConfigError, Format, Input, RawConfig, Schedule, paths};
 use crate::layout;
+use crate::objstore::{self, Location, RemoteUrl};
 use crate::record::FocusAccount;
 use crate::schema::MoneyMode;
 use crate::shard::Shard;
@@ -68,7 +69,12 @@ pub struct FetchSettings {
 
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
+    /// Where files are written: `output.dir` itself, or for a remote output
+    /// the local spool beside the ledger, where each file is written whole
+    /// before it is uploaded (see [`layout::spool_dir`]).
     pub dir: PathBuf,
+    /// The bucket and prefix, when `output.dir` is `s3://`, `gs://` or `az://`.
+    pub remote: Option<RemoteUrl>,
     pub format: Format,
     pub max_rows_per_file: u64,
     pub money: MoneyMode,
@@ -135,11 +141,8 @@ impl Settings {
             ),
             None => None,
         };
-        let state_path = raw
-            .state
-            .path
-            .clone()
-            .unwrap_or_else(|| layout::default_ledger_path(&raw.output.dir));
+        let (location, state_path) =
+            resolve_location(raw).map_err(|(key, message)| invalid(key, message))?;
         Ok(Settings {
             api: ApiSettings {
                 base_url,
@@ -149,7 +152,8 @@ impl Settings {
             },
             inputs: raw.input.paths.iter().map(|p| Input::from_arg(p)).collect(),
             fetch,
-            output: resolve_output(raw).map_err(|(key, message)| invalid(key, message))?,
+            output: resolve_output(raw, location, &state_path)
+                .map_err(|(key, message)| invalid(key, message))?,
             state_path,
             retention: raw.state.retention,
             content: raw.export.content,
@@ -176,12 +180,13 @@ impl Settings {
         &self,
         origin: impl Fn(&'static str) -> Option<String>,
     ) -> Result<(), ConfigError> {
+        // A remote output's spool sits beside the ledger: `state.path` covers it.
+        let dir_problem = match self.output.remote {
+            Some(_) => None,
+            None => paths::dir_problem(&self.output.dir),
+        };
         let checks = [
-            (
-                "output.dir",
-                &self.output.dir,
-                paths::dir_problem(&self.output.dir),
-            ),
+            ("output.dir", &self.output.dir, dir_problem),
             (
                 "state.path",
                 &self.state_path,
@@ -217,18 +222,64 @@ impl Settings {
             None => format!("{stem}-{}", shard.label()),
         };
         self.state_path.set_file_name(name);
+        if self.output.remote.is_some() {
+            self.output.dir = layout::spool_dir(&self.state_path);
+        }
         self.shard = shard;
         self
     }
 }
 
+/// Where `output.dir` points, and the ledger's path: `state.path`, or by
+/// default under a local output. A remote output needs `state.path`: the
+/// ledger is SQLite and stays on a local disk.
+fn resolve_location(raw: &RawConfig) -> Result<(Location, PathBuf), (&'static str, String)> {
+    let location = match raw.output.dir.to_str() {
+        Some(text) => objstore::parse_location(text).map_err(|m| ("output.dir", m))?,
+        None => Location::Local(raw.output.dir.clone()),
+    };
+    let state = raw.state.path.as_ref().and_then(|p| p.to_str());
+    if let Some(Ok(Location::Remote(url))) = state.map(objstore::parse_location) {
+        return Err((
+            "state.path",
+            format!(
+                "`{url}` is in object storage; the ledger is a SQLite file and must be on a local disk"
+            ),
+        ));
+    }
+    let state_path = match (&location, &raw.state.path) {
+        (_, Some(path)) => path.clone(),
+        (Location::Local(dir), None) => layout::default_ledger_path(dir),
+        (Location::Remote(url), None) => {
+            return Err((
+                "output.dir",
+                format!(
+                    "`{url}` is in object storage, but the ledger must stay on a local disk: \
+                     set `state.path` (or `GENLEDGER_STATE__PATH`) to a local file, \
+                     e.g. `/var/lib/genledger/genledger.db`"
+                ),
+            ));
+        }
+    };
+    Ok((location, state_path))
+}
+
 /// Validates the `output` section.
-fn resolve_output(raw: &RawConfig) -> Result<OutputSettings, (&'static str, String)> {
+fn resolve_output(
+    raw: &RawConfig,
+    location: Location,
+    state_path: &std::path::Path,
+) -> Result<OutputSettings, (&'static str, String)> {
     if raw.output.max_rows_per_file == 0 {
         return Err(("output.max_rows_per_file", "must be at least 1".into()));
     }
+    let (dir, remote) = match location {
+        Location::Local(dir) => (dir, None),
+        Location::Remote(url) => (layout::spool_dir(state_path), Some(url)),
+    };
     Ok(OutputSettings {
-        dir: raw.output.dir.clone(),
+        dir,
+        remote,
         format: raw.output.format,
         max_rows_per_file: raw.output.max_rows_per_file,
         money: raw.output.money,
@@ -319,49 +370,6 @@ fn resolve_fetch(f: &RawFetch) -> Result<FetchSettings, (&'static str, String)> 
     })
 }
 
-/// A six-field cron expression (seconds first, UTC), parsed once, as the
-/// daemon's scheduler parses it.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub expr: String,
-    pub cron: croner::Cron,
-}
-
-impl Schedule {
-    /// Parses `expr` and names the problem if it cannot be used: wrong field
-    /// count, bad syntax, or a schedule that never fires (`0 0 0 31 2 *`).
-    pub fn parse(expr: &str) -> Result<Schedule, String> {
-        let fields = expr.split_whitespace().count();
-        if fields != 6 {
-            return Err(format!(
-                "`{expr}` has {fields} fields; six are needed, seconds first (e.g. \"0 */5 * * * *\")"
-            ));
-        }
-        let cron = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(expr)
-            .map_err(|e| format!("`{expr}`: {e}"))?;
-        let schedule = Schedule {
-            expr: expr.to_owned(),
-            cron,
-        };
-        if schedule.next_after(chrono::Utc::now()).is_none() {
-            return Err(format!("`{expr}` never fires (no such date)"));
-        }
-        Ok(schedule)
-    }
-
-    /// The first tick after `now`.
-    pub fn next_after(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.cron.find_next_occurrence(&now, false).ok()
-    }
-}
-
 /// Plain HTTP would send the key in the clear, so it is only allowed to loopback
 /// unless the user says otherwise.
 fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
@@ -391,6 +399,34 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_output_spools_beside_each_shards_own_ledger() {
+        let mut raw = RawConfig::default();
+        raw.output.dir = "s3://acme/usage/".into();
+        raw.state.path = Some("/var/lib/genledger/genledger.db".into());
+        let settings = Settings::resolve(&raw, None, |_| String::new()).unwrap();
+        let url = settings.output.remote.clone().unwrap();
+        assert_eq!(url.to_string(), "s3://acme/usage");
+        assert_eq!(
+            settings.output.dir,
+            std::path::Path::new("/var/lib/genledger/genledger.db.spool")
+        );
+        let shard = Shard::parse_with("1/3", None).unwrap();
+        let sharded = settings.for_shard(shard);
+        assert_eq!(
+            sharded.output.dir,
+            std::path::Path::new("/var/lib/genledger/genledger-1of3.db.spool")
+        );
+        raw.output.dir = "file:///srv/out".into();
+        raw.state.path = None;
+        let local = Settings::resolve(&raw, None, |_| String::new()).unwrap();
+        assert_eq!(local.output.dir, std::path::Path::new("/srv/out"));
+        assert_eq!(
+            local.state_path,
+            std::path::Path::new("/srv/out/_state/genledger.db")
+        );
+    }
 
     #[test]
     fn key_never_prints() {

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::Ran;
 use super::manifest::{Manifest, RunInfo};
+use super::publish::{manifest_published, publish};
 use super::setup::RunState;
 use super::summary::{Counts, RateReport, RunReport, peak_rss_bytes};
 use crate::config::Settings;
@@ -92,7 +93,8 @@ fn log_end(run_id: &str, c: &Counts, idle: bool) {
     }
 }
 
-/// Writes the run's manifest, after every file it lists is in place.
+/// Writes the run's manifest, after every file it lists is in place (a
+/// remote output's failures file uploaded first).
 fn write_manifest(
     settings: &Settings,
     state: &RunState,
@@ -100,6 +102,14 @@ fn write_manifest(
     counts: Counts,
     stopped: Option<String>,
 ) -> anyhow::Result<PathBuf> {
+    if let Some(file) = &output.failures_file {
+        publish(
+            state.remote.as_deref(),
+            &settings.output.dir,
+            &file.path,
+            false,
+        )?;
+    }
     let info = RunInfo {
         run_id: &state.run_id,
         shard: &state.shard,
@@ -108,9 +118,12 @@ fn write_manifest(
         format: settings.output.format.extension(),
         stopped,
     };
-    Manifest::new(info, output, counts)
+    let path = Manifest::new(info, output, counts)
         .write(&settings.output.dir)
-        .context("files already committed are complete, but the run manifest was not written")
+        .context("files already committed are complete, but the run manifest was not written")?;
+    publish(state.remote.as_deref(), &settings.output.dir, &path, true)
+        .context("files already committed are complete, but the run manifest was not published")?;
+    Ok(path)
 }
 
 /// Closes a run that ended with an error as such: exit code 2 and the error
@@ -122,7 +135,9 @@ pub(super) fn close_failed(settings: &Settings, state: &mut RunState, error: &an
     let message = format!("{error:#}");
     let out = &settings.output.dir;
     let own = layout::manifest_path(out, &state.run_id, &state.shard);
-    let manifest = if own.exists() {
+    let remote = state.remote.as_deref();
+    let published = manifest_published(remote, out, &state.run_id, &state.shard);
+    let manifest = if published.unwrap_or(false) {
         Some(own)
     } else {
         match state.ledger.committed_files(&state.run_id) {
@@ -133,9 +148,12 @@ pub(super) fn close_failed(settings: &Settings, state: &mut RunState, error: &an
                     started_at: state.started_at.clone(),
                     files,
                 };
-                Manifest::failed(&run, &state.shard, &message)
+                let written = Manifest::failed(&run, &state.shard, &message)
                     .write(out)
-                    .map_err(|e| tracing::error!(error = %e, "could not write the manifest of the failed run"))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|path| publish(remote, out, &path, true).map(|()| path));
+                written
+                    .map_err(|e| tracing::error!(error = %format!("{e:#}"), "could not write the manifest of the failed run"))
                     .ok()
             }
             _ => None,

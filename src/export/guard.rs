@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::layout;
 use crate::ledger::{Ledger, LedgerError};
+use crate::objstore::{Remote, RemoteError};
 
 /// The ledger and the output directory disagree.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum StateError {
     },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
 }
 
 /// Fails when the output directory holds manifests of this shard's runs
@@ -48,14 +51,26 @@ pub fn check_ledger_knows_output(
     ledger: &Ledger,
     ledger_path: &Path,
     out_dir: &Path,
+    remote: Option<&Remote>,
     shard: &str,
 ) -> Result<(), StateError> {
-    let runs = manifest_runs(out_dir, shard)?;
+    let runs = match remote {
+        None => manifest_runs(out_dir, shard)?,
+        Some(remote) => remote_manifest_runs(remote, shard)?,
+    };
     let known = ledger.run_ids()?;
-    if known.is_empty() && has_data_files(out_dir, shard) {
+    let data_files = |remote: Option<&Remote>| match remote {
+        None => Ok(has_data_files(out_dir, shard)),
+        Some(remote) => has_remote_data_files(remote, shard),
+    };
+    if known.is_empty() && data_files(remote)? {
+        let table = layout::table_dir(out_dir, layout::GENERATIONS);
         return Err(StateError::UnknownFiles {
             ledger: ledger_path.to_owned(),
-            table: layout::table_dir(out_dir, layout::GENERATIONS),
+            table: match remote {
+                None => table,
+                Some(remote) => PathBuf::from(remote.url().object_url(layout::GENERATIONS)),
+            },
         });
     }
     let unknown: Vec<&String> = runs.iter().filter(|r| !known.contains(*r)).collect();
@@ -63,7 +78,10 @@ pub fn check_ledger_knows_output(
         None => Ok(()),
         Some(example) => Err(StateError::UnknownRuns {
             ledger: ledger_path.to_owned(),
-            manifests: out_dir.join(layout::MANIFESTS),
+            manifests: match remote {
+                None => out_dir.join(layout::MANIFESTS),
+                Some(remote) => PathBuf::from(remote.url().object_url(layout::MANIFESTS)),
+            },
             count: unknown.len(),
             example: (*example).clone(),
         }),
@@ -94,6 +112,27 @@ pub fn manifest_runs(out_dir: &Path, shard: &str) -> Result<HashSet<String>, Sta
         }
     }
     Ok(runs)
+}
+
+/// [`manifest_runs`] of a remote output.
+fn remote_manifest_runs(remote: &Remote, shard: &str) -> Result<HashSet<String>, StateError> {
+    let suffix = layout::manifest_suffix(shard);
+    let names = remote.list(layout::MANIFESTS)?;
+    Ok(names
+        .iter()
+        .filter_map(|n| n.rsplit('/').next())
+        .filter_map(|name| name.strip_suffix(&suffix))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// [`has_data_files`] of a remote output.
+fn has_remote_data_files(remote: &Remote, shard: &str) -> Result<bool, StateError> {
+    let names = remote.list(layout::GENERATIONS)?;
+    Ok(names
+        .iter()
+        .filter_map(|n| n.rsplit('/').next())
+        .any(|name| layout::is_data_file_of(name, shard)))
 }
 
 /// Whether the `generations` table holds a data file of shard `shard`.

@@ -23,6 +23,7 @@ mod finish;
 pub mod guard;
 mod live;
 pub mod manifest;
+mod publish;
 mod setup;
 pub mod summary;
 
@@ -32,6 +33,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+pub use publish::user_path;
 pub use setup::{Session, first_kept_day};
 pub use source::{Carried, QueueFiles};
 
@@ -39,6 +41,7 @@ use crate::client::Client;
 use crate::config::Settings;
 use crate::ledger::{AdmitRules, Checkpointer, Ledger};
 use crate::limiter::Pacer;
+use crate::objstore::Remote;
 use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, SinkOutput};
 use crate::source::{self, IdSource, ReadMode, SourceCounts, SourceError};
@@ -118,13 +121,16 @@ pub async fn run_in(
         finish(settings, &mut state, &ran, stopped.as_ref()).map(|finished| (ran, finished))
     });
     match ran {
-        Ok((ran, finished)) => Ok(report(
-            state.run_id,
-            finished,
-            ran.counts,
-            ran.rate,
-            started.elapsed(),
-            ran.output,
+        Ok((ran, finished)) => Ok(publish::user_paths(
+            settings,
+            report(
+                state.run_id,
+                finished,
+                ran.counts,
+                ran.rate,
+                started.elapsed(),
+                ran.output,
+            ),
         )),
         Err(error) => {
             close_failed(settings, &mut state, &error);
@@ -160,7 +166,8 @@ async fn execute(
         progress.clone(),
     );
     let mode = read_mode(settings, options);
-    let result = pipeline(settings, run, mode, Arc::new(client), stop, &live).await;
+    let remote = session.remote.clone();
+    let result = pipeline(settings, run, mode, Arc::new(client), remote, stop, &live).await;
     ticker.abort();
     let _ = ticker.await;
     let (source_counts, output) = result?;
@@ -204,6 +211,7 @@ async fn pipeline(
     (run_no, run_id, shard): (i64, &str, &str),
     mode: ReadMode,
     client: Arc<Client>,
+    remote: Option<Arc<Remote>>,
     stop: &Arc<Stop>,
     live: &Arc<LiveCounts>,
 ) -> anyhow::Result<(SourceCounts, SinkOutput)> {
@@ -223,6 +231,9 @@ async fn pipeline(
     let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
     let mut sink_ledger = Ledger::open(&settings.state_path, out_dir)?;
     sink_ledger.leave_checkpoints_to_background()?;
+    if let Some(remote) = remote {
+        sink_ledger.set_remote(remote);
+    }
     // The sink's failure rows are kept as this run's, for its failures file.
     sink_ledger.set_run(run_no);
     let sink = Sink::new(&settings.output, run_id, shard, sink_ledger);

@@ -8,18 +8,22 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::manifest::Manifest;
+use super::publish::{manifest_published, publish};
 use super::{failures, guard};
 use crate::client::RequestCounters;
 use crate::config::{Input, Settings};
 use crate::layout;
 use crate::ledger::{Ledger, Pruned, Reconciled, StateLock};
 use crate::limiter::Pacer;
+use crate::objstore::Remote;
 use crate::timestamp::now_formatted;
 
 /// What outlives one run: the state lock, the request counters and the
 /// pacer (with the rate it learned). The daemon keeps one for all its ticks.
 pub struct Session {
     _lock: StateLock,
+    /// The bucket, for a remote output.
+    pub(super) remote: Option<Arc<Remote>>,
     pub(super) requests: Arc<RequestCounters>,
     pub(super) pacer: Arc<Pacer>,
 }
@@ -31,6 +35,7 @@ pub(super) struct RunState {
     pub run_id: String,
     pub shard: String,
     pub started_at: String,
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl Session {
@@ -47,6 +52,13 @@ impl Session {
             );
         }
         settings.check_paths()?;
+        let remote = match &settings.output.remote {
+            Some(url) => Some(Arc::new(
+                Remote::connect(url)
+                    .context("cannot use the output; nothing was fetched or written")?,
+            )),
+            None => None,
+        };
         let out_dir = &settings.output.dir;
         std::fs::create_dir_all(out_dir).with_context(|| {
             format!("failed to create output directory `{}`", out_dir.display())
@@ -58,6 +70,7 @@ impl Session {
             &ledger,
             &settings.state_path,
             out_dir,
+            remote.as_deref(),
             &settings.shard.label(),
         )?;
         let pacer = Pacer::new(
@@ -67,6 +80,7 @@ impl Session {
         );
         Ok(Session {
             _lock: lock,
+            remote,
             requests: Arc::new(RequestCounters::default()),
             pacer: Arc::new(pacer),
         })
@@ -82,6 +96,16 @@ impl Session {
         &self.pacer
     }
 
+    /// The ledger, publishing to the session's bucket if the output is remote.
+    fn open_ledger(&self, settings: &Settings) -> anyhow::Result<Ledger> {
+        let mut ledger = Ledger::open(&settings.state_path, &settings.output.dir)
+            .context("cannot use the state ledger; nothing was fetched or written")?;
+        if let Some(remote) = &self.remote {
+            ledger.set_remote(remote.clone());
+        }
+        Ok(ledger)
+    }
+
     /// Opens the ledger, settles what a dead run left (writing the manifests
     /// it never wrote), and records this run's start.
     pub(super) fn begin_run(
@@ -92,13 +116,12 @@ impl Session {
         quiet_start: bool,
     ) -> anyhow::Result<RunState> {
         let out_dir = &settings.output.dir;
-        let mut ledger = Ledger::open(&settings.state_path, out_dir)
-            .context("cannot use the state ledger; nothing was fetched or written")?;
+        let mut ledger = self.open_ledger(settings)?;
         let shard = settings.shard.label();
         let reconciled = ledger
             .reconcile()
             .context("failed to reconcile the output with the ledger")?;
-        close_dead_runs(&mut ledger, settings, &shard, &reconciled)?;
+        close_dead_runs(&mut ledger, settings, self.remote.as_deref(), &reconciled)?;
         if reconciled != Reconciled::default() {
             tracing::warn!(
                 committed = reconciled.committed,
@@ -140,6 +163,7 @@ impl Session {
             run_id,
             shard,
             started_at,
+            remote: self.remote.clone(),
         })
     }
 }
@@ -149,16 +173,29 @@ impl Session {
 /// the files it committed (so every committed file is named by some
 /// manifest), and closes it in the ledger. Killed again half-way, the next
 /// start does the same again: both files are written whole or not at all.
+/// A remote output's manifest may be published already (the run died
+/// after uploading it): then it stands, and the run is only closed.
 fn close_dead_runs(
     ledger: &mut Ledger,
     settings: &Settings,
-    shard: &str,
+    remote: Option<&Remote>,
     reconciled: &Reconciled,
 ) -> anyhow::Result<()> {
-    let out_dir = &settings.output.dir;
+    let (out_dir, shard) = (&settings.output.dir, &settings.shard.label());
     for run in &reconciled.dead_runs {
+        if remote.is_some() && manifest_published(remote, out_dir, &run.run_id, shard)? {
+            // Killed between its upload and the removal of the local copies.
+            let manifest = layout::manifest_path(out_dir, &run.run_id, shard);
+            let _ = std::fs::remove_file(&manifest);
+            let _ = std::fs::remove_file(layout::failures_path(out_dir, &run.run_id, shard));
+            ledger.close_dead_run(run, &now_formatted(), Some(&manifest))?;
+            continue;
+        }
         let failures = failures::write_dead_run_file(ledger, out_dir, run, shard)
             .context("failed to write the failures file of a run that died")?;
+        if let Some((file, _)) = &failures {
+            publish(remote, out_dir, &file.path, false)?;
+        }
         let manifest = if run.files.is_empty() && failures.is_none() {
             None
         } else {
@@ -167,11 +204,11 @@ fn close_dead_runs(
                 tracing::info!(run_id = %run.run_id, rows, path = %file.path.display(), "wrote the failures file of a run that died");
                 manifest = manifest.with_failures(out_dir, file, *rows);
             }
-            Some(
-                manifest
-                    .write(out_dir)
-                    .context("failed to write the manifest of a run that died")?,
-            )
+            let path = manifest
+                .write(out_dir)
+                .context("failed to write the manifest of a run that died")?;
+            publish(remote, out_dir, &path, true)?;
+            Some(path)
         };
         ledger.close_dead_run(run, &now_formatted(), manifest.as_deref())?;
     }

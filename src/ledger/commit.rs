@@ -6,6 +6,10 @@
 //! 2. complete, it is synced under its hidden name and marked `staged`;
 //! 3. it is renamed into place and the directory synced
 //!    (2 and 3: [`Ledger::publish_file`], with `atomic_file`'s primitives);
+//!    for a remote output (object storage has no rename) it is uploaded
+//!    under its final name instead: in one request, or above
+//!    [`MULTIPART_BYTES`] as a multipart upload whose ID is recorded before
+//!    the first part is sent; the object appears only once complete;
 //! 4. it is marked `committed` and its IDs `exported`, in one transaction
 //!    ([`Ledger::mark_committed`]; files finished together share it).
 //!
@@ -19,7 +23,8 @@ use rusqlite::{TransactionBehavior, params};
 use super::content::CONTENT_KIND;
 use super::settled::{self, Settling};
 use super::{FILE_COMMITTED, FILE_OPEN, FILE_STAGED, Ledger, LedgerError};
-use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile};
+use crate::atomic_file::{FinishedFile, HashingWriter, PendingFile, SealedFile};
+use crate::objstore::{MULTIPART_BYTES, Remote};
 
 /// Facts about a file being committed.
 pub struct FileFacts {
@@ -96,7 +101,44 @@ impl Ledger {
             sealed.abandon();
             return Err(e);
         }
-        Ok(sealed.publish()?)
+        match self.remote.clone() {
+            None => Ok(sealed.publish()?),
+            Some(remote) => {
+                let uploaded = self.upload(file_id, &remote, &sealed);
+                let finished = sealed.finished.clone();
+                // Uploaded or not, the local copy is done with: a file left
+                // staged is settled against the bucket at the next start.
+                sealed.abandon();
+                uploaded.map(|()| finished)
+            }
+        }
+    }
+
+    /// Protocol step 3 for a remote output: the staged file uploaded under
+    /// its final name, whole or not at all.
+    fn upload(
+        &mut self,
+        file_id: i64,
+        remote: &Remote,
+        sealed: &SealedFile,
+    ) -> Result<(), LedgerError> {
+        let relative = self.relative(&sealed.finished.path);
+        if sealed.finished.bytes <= MULTIPART_BYTES {
+            return Ok(remote.put_file(&relative, &sealed.temp_path, false)?);
+        }
+        let upload_id = remote.start_upload(&relative)?;
+        self.sql(|c| {
+            c.execute(
+                "UPDATE files SET upload_id = ?2 WHERE file_id = ?1",
+                params![file_id, upload_id],
+            )
+        })?;
+        let finished = remote.finish_upload(&relative, &upload_id, &sealed.temp_path);
+        if finished.is_err() {
+            // Best effort; the next start aborts it again if this fails.
+            let _ = remote.abort_upload(&relative, &upload_id);
+        }
+        Ok(finished?)
     }
 
     /// Protocol step 4 for published files: they are committed and their IDs

@@ -34,6 +34,7 @@ pub use settled::retention_day;
 
 use crate::atomic_file::FileError;
 use crate::layout;
+use crate::objstore::{Remote, RemoteError};
 use crate::record::IdStatus;
 
 /// What can go wrong with the ledger; every variant names the file.
@@ -54,6 +55,8 @@ pub enum LedgerError {
     },
     #[error(transparent)]
     File(#[from] FileError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     #[error("`{}` is not a genledger ledger (it holds the tables {}); set `state.path` to a file of its own", path.display(), tables.join(", "))]
     Foreign { path: PathBuf, tables: Vec<String> },
     #[error("the ledger `{}` was written by a newer genledger (layout {version}); upgrade genledger to use it", path.display())]
@@ -130,8 +133,11 @@ pub struct Leftover {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
-    /// Output root; file paths in the ledger are relative to it.
+    /// Output root; file paths in the ledger are relative to it. For a
+    /// remote output, the local spool the files are written in first.
     out_dir: PathBuf,
+    /// The bucket files are uploaded to instead of renamed into place.
+    remote: Option<std::sync::Arc<Remote>>,
     rules: AdmitRules,
     /// The run whose failure rows this connection keeps ([`Ledger::set_run`]).
     run_no: Option<i64>,
@@ -177,6 +183,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             out_dir: out_dir.to_owned(),
+            remote: None,
             rules: AdmitRules::default(),
             run_no: None,
         };
@@ -232,6 +239,12 @@ impl Ledger {
     ) -> Result<T, LedgerError> {
         let path = self.path.clone();
         f(&mut self.conn).map_err(|source| LedgerError::Sqlite { path, source })
+    }
+
+    /// Files are published by upload to `remote` (the commit protocol
+    /// without rename), and reconciled against it.
+    pub fn set_remote(&mut self, remote: std::sync::Arc<Remote>) {
+        self.remote = Some(remote);
     }
 
     fn relative(&self, path: &Path) -> String {

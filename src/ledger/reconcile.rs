@@ -13,6 +13,7 @@ use rusqlite::{TransactionBehavior, params};
 use super::{FILE_COMMITTED, FILE_STAGED, Ledger, LedgerError};
 use crate::atomic_file::{is_temp_name, is_whole};
 use crate::layout;
+use crate::objstore::Presence;
 
 /// What reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +61,7 @@ struct Unsettled {
     status: i64,
     bytes: Option<i64>,
     sha256: Option<String>,
+    upload_id: Option<String>,
 }
 
 impl Ledger {
@@ -69,7 +71,8 @@ impl Ledger {
         let mut done = Reconciled::default();
         let unsettled = self.sql(|c| {
             let mut stmt = c.prepare(
-                "SELECT file_id, run_id, path, temp_path, status, bytes, sha256 FROM files WHERE status != ?1",
+                "SELECT file_id, run_id, path, temp_path, status, bytes, sha256, upload_id FROM files
+                 WHERE status != ?1",
             )?;
             let rows = stmt.query_map([FILE_COMMITTED], |r| {
                 Ok(Unsettled {
@@ -80,16 +83,18 @@ impl Ledger {
                     status: r.get(4)?,
                     bytes: r.get(5)?,
                     sha256: r.get(6)?,
+                    upload_id: r.get(7)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         for group in paired(unsettled) {
-            let whole = group.iter().all(|file| {
-                let final_path = self.out_dir.join(&file.path);
-                file.status == FILE_STAGED
-                    && is_whole(&final_path, file.bytes, file.sha256.as_deref())
-            });
+            // Every file of the group is looked at (a remote one's unfinished
+            // upload aborted) before the group is judged.
+            let mut whole = true;
+            for file in &group {
+                whole &= file.status == FILE_STAGED && self.published_whole(file)?;
+            }
             if whole {
                 let ids: Vec<i64> = group.iter().map(|f| f.file_id).collect();
                 self.mark_committed(&ids)?;
@@ -118,7 +123,10 @@ impl Ledger {
             remove_if_present(&self.out_dir.join(&file.temp_path))?;
             if file.status == FILE_STAGED {
                 // Never renamed, or not whole: either way not the data we staged.
-                remove_if_present(&self.out_dir.join(&file.path))?;
+                match &self.remote {
+                    None => remove_if_present(&self.out_dir.join(&file.path))?,
+                    Some(remote) => remote.delete(&file.path)?,
+                }
             }
         }
         self.sql_mut(|c| {
@@ -134,6 +142,25 @@ impl Ledger {
             tracing::info!(path = %final_path.display(), "removed an unfinished file; its IDs are pending again");
         }
         Ok(())
+    }
+
+    /// Whether a staged file is in place whole: renamed into place, or for a
+    /// remote output uploaded (its multipart upload, if any, aborted first:
+    /// one that completed is gone already, and one that did not must not
+    /// complete later). An adopted remote file's local copy is removed.
+    fn published_whole(&self, file: &Unsettled) -> Result<bool, LedgerError> {
+        let Some(remote) = &self.remote else {
+            let path = self.out_dir.join(&file.path);
+            return Ok(is_whole(&path, file.bytes, file.sha256.as_deref()));
+        };
+        if let Some(upload_id) = &file.upload_id {
+            remote.abort_upload(&file.path, upload_id)?;
+        }
+        let presence = remote.presence(&file.path, file.bytes, file.sha256.as_deref())?;
+        if presence == Presence::Whole {
+            remove_if_present(&self.out_dir.join(&file.temp_path))?;
+        }
+        Ok(presence == Presence::Whole)
     }
 
     /// Runs that never finished, each with the files it committed.

@@ -150,7 +150,7 @@ pub(super) fn upgrade(c: &Connection) -> rusqlite::Result<()> {
 
 /// Columns added after a table's layout was set, as (table, column, type); a
 /// ledger that lacks one gets it (NULL in every existing row).
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     // When the first 404 for the ID came (microseconds), for the 404 window.
     ("ids", "first_404", "INTEGER"),
     // Whether the run that last took the ID fetches content: an exported ID
@@ -158,6 +158,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ("ids", "content_wanted", "INTEGER"),
     // Why a run ended with an error, for the runs that did.
     ("runs", "message", "TEXT"),
+    // The multipart upload of a staged file to a remote output, recorded
+    // before its first part is sent, so a dead process's upload is aborted.
+    ("files", "upload_id", "TEXT"),
 ];
 
 /// Adds the [`ADDED_COLUMNS`] a ledger lacks, in one transaction that

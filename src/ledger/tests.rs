@@ -734,3 +734,65 @@ fn a_derived_file_and_its_source_commit_together_or_not_at_all() {
         }
     }
 }
+
+/// Start-up reconciliation against a bucket: a staged file found whole under
+/// its name is adopted, another object under a staged file's name is
+/// deleted, and a recorded multipart upload is aborted; the IDs of the files
+/// not adopted are pending again.
+#[test]
+fn reconciling_a_bucket_adopts_a_whole_object_deletes_another_and_aborts_an_upload() {
+    use crate::objstore::{Cloud, Remote, RemoteUrl};
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let remote = std::sync::Arc::new(Remote::in_memory(RemoteUrl {
+        cloud: Cloud::S3,
+        bucket: "b".into(),
+        prefix: "p".into(),
+    }));
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), &spool).unwrap();
+    ledger.set_remote(remote.clone());
+    let run = ledger.begin_run("r1", "0", "now").unwrap();
+    ledger
+        .admit(&["gen-a", "gen-b", "gen-c"], run, 1, None)
+        .unwrap();
+    // Each uploaded, none committed: the process died before step 4.
+    publish(&mut ledger, &spool, "generations", &[("gen-a", Some(1))]);
+    publish(&mut ledger, &spool, "generations", &[("gen-b", Some(1))]);
+    let c = publish(&mut ledger, &spool, "generations", &[("gen-c", Some(1))]);
+    let (b_key, c_key) = (
+        "generations/generations-gen-b.txt",
+        "generations/generations-gen-c.txt",
+    );
+    remote
+        .put_bytes(b_key, bytes::Bytes::from_static(b"not these rows"), false)
+        .unwrap();
+    // gen-c's file as a multipart upload that never completed.
+    remote.delete(c_key).unwrap();
+    let upload = remote.start_upload(c_key).unwrap();
+    ledger
+        .conn
+        .execute(
+            "UPDATE files SET upload_id = ?2 WHERE file_id = ?1",
+            rusqlite::params![c, upload],
+        )
+        .unwrap();
+
+    let done = ledger.reconcile().unwrap();
+    assert_eq!((done.committed, done.discarded), (1, 2));
+    assert_eq!(ledger.status_counts().unwrap(), (2, 1, 0));
+    assert_eq!(ledger.status_of("gen-a").unwrap(), Some(IdStatus::Exported));
+    assert_eq!(
+        remote.list("generations").unwrap(),
+        ["generations/generations-gen-a.txt"]
+    );
+    let part = dir.path().join("part");
+    std::fs::write(&part, b"rows").unwrap();
+    assert!(
+        remote.finish_upload(c_key, &upload, &part).is_err(),
+        "the upload was aborted"
+    );
+    let left: Vec<_> = std::fs::read_dir(spool.join("generations"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "local copies left: {left:?}");
+}

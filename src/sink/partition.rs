@@ -379,6 +379,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = OutputSettings {
             dir: dir.path().to_owned(),
+            remote: None,
             format: Format::Csv,
             max_rows_per_file: 1_000_000,
             money: MoneyMode::Decimal,

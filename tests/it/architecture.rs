@@ -20,6 +20,7 @@ const LAYERS: [&[&str]; 7] = [
         "exit",
         "layout",
         "atomic_file",
+        "objstore",
         "simulator",
     ],
     &["schema", "record"],

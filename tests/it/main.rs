@@ -15,6 +15,7 @@ mod faults;
 mod focus;
 mod limits;
 mod network;
+mod objstore;
 mod partition;
 mod reconcile;
 mod report;

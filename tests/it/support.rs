@@ -148,19 +148,36 @@ pub fn table_parquet_rows(out: &Path, table: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     for path in table_files(out, table, ".parquet") {
         for batch in read_parquet(&path) {
-            let schema = batch.schema();
-            for i in 0..batch.num_rows() {
-                let row = schema
-                    .fields()
-                    .iter()
-                    .zip(batch.columns())
-                    .map(|(field, col)| (field.name().clone(), cell_text(col.as_ref(), i)))
-                    .collect();
-                rows.push(row);
-            }
+            push_rows(&batch, &mut rows);
         }
     }
     rows
+}
+
+/// The rows of a Parquet file held in memory (an object read back), as text.
+pub fn parquet_bytes_rows(bytes: bytes::Bytes) -> Vec<Row> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        push_rows(&batch.unwrap(), &mut rows);
+    }
+    rows
+}
+
+fn push_rows(batch: &RecordBatch, rows: &mut Vec<Row>) {
+    let schema = batch.schema();
+    for i in 0..batch.num_rows() {
+        let row = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, col)| (field.name().clone(), cell_text(col.as_ref(), i)))
+            .collect();
+        rows.push(row);
+    }
 }
 
 fn cell_text(col: &dyn Array, i: usize) -> Option<String> {

@@ -2,6 +2,10 @@
 //! generated from the column tables ([`Row::COLUMNS`]), so they name exactly
 //! the columns and types the files hold.
 
+mod external;
+
+pub use external::External;
+
 use clap::ValueEnum;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::fmt::Write as _;
@@ -46,6 +50,18 @@ pub fn render(dialect: Dialect, money: MoneyMode, tables: &[Table]) -> String {
         Dialect::Duckdb => sql_tables(Sql::Duckdb, &tables, money),
         Dialect::Snowflake => sql_tables(Sql::Snowflake, &tables, money),
         Dialect::Postgres => sql_tables(Sql::Postgres, &tables, money),
+    }
+}
+
+/// The statements that read a remote output in place, for the dialects
+/// that can (BigQuery, Snowflake, DuckDB); `None` for the others.
+pub fn render_external(dialect: Dialect, out: &External<'_>, tables: &[Table]) -> Option<String> {
+    let tables: Vec<TableSpec> = tables.iter().map(|t| TableSpec::of(*t)).collect();
+    match dialect {
+        Dialect::Bigquery => Some(external::bigquery(out, &tables)),
+        Dialect::Snowflake => Some(external::snowflake(out, &tables)),
+        Dialect::Duckdb => Some(external::duckdb(out, &tables)),
+        Dialect::Arrow | Dialect::Postgres => None,
     }
 }
 
