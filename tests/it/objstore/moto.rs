@@ -110,15 +110,7 @@ impl Moto {
             if let Some(t) = &token {
                 url.push_str(&format!("&continuation-token={}", urlencode(t)));
             }
-            let body = self
-                .http
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let body = self.get_text(url).await;
             keys.extend(tags(&body, "Key"));
             token = tags(&body, "NextContinuationToken").into_iter().next();
             if token.is_none() {
@@ -127,18 +119,22 @@ impl Moto {
         }
     }
 
-    /// The multipart uploads not completed nor aborted, as (key, upload ID).
-    pub async fn uploads(&self) -> Vec<(String, String)> {
-        let url = format!("{}/{BUCKET}?uploads", self.endpoint);
-        let body = self
-            .http
+    /// The body of a GET of `url` (moto does not check signatures).
+    async fn get_text(&self, url: String) -> String {
+        self.http
             .get(url)
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The multipart uploads not completed nor aborted, as (key, upload ID).
+    pub async fn uploads(&self) -> Vec<(String, String)> {
+        let url = format!("{}/{BUCKET}?uploads", self.endpoint);
+        let body = self.get_text(url).await;
         tags(&body, "Upload")
             .iter()
             .map(|u| (tags(u, "Key")[0].clone(), tags(u, "UploadId")[0].clone()))
@@ -148,15 +144,7 @@ impl Moto {
     /// The parts uploaded so far to upload `id` of `key`.
     pub async fn parts(&self, key: &str, id: &str) -> usize {
         let url = format!("{}?uploadId={}", self.url(key), urlencode(id));
-        let body = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = self.get_text(url).await;
         tags(&body, "Part").len()
     }
 
