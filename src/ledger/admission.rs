@@ -20,7 +20,7 @@ fn admit_one(
 ) -> rusqlite::Result<Admission> {
     let mut get = tx.prepare_cached(
         "SELECT seq, status, last_run, first_404, content_status FROM ids
-         WHERE key = ?1 AND id = ?2",
+         WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
     )?;
     if let Some(known) = Known::find(&mut get, key, id)? {
         let admission = known.admission(run_no);
@@ -31,11 +31,12 @@ fn admit_one(
         return Ok(admission);
     }
     let add = |status: i64| -> rusqlite::Result<i64> {
+        let seq = schema::next_seq(tx, id)?;
         tx.prepare_cached(
-            "INSERT INTO ids (key, id, status, first_seen, last_run, content_wanted)
-             VALUES (?1, ?2, ?5, ?3, ?4, ?6)",
+            "INSERT INTO ids (seq, key, id, status, first_seen, last_run, content_wanted)
+             VALUES (?7, ?1, ?2, ?5, ?3, ?4, ?6)",
         )?
-        .execute(params![key, id, now_micros, run_no, status, rules.content])?;
+        .execute(params![key, id, now_micros, run_no, status, rules.content, seq])?;
         Ok(tx.last_insert_rowid())
     };
     Ok(match settled::lookup(tx, days, id)? {
@@ -122,14 +123,17 @@ impl Ledger {
             let mut new = 0;
             {
                 let mut known =
-                    tx.prepare_cached("SELECT 1 FROM ids WHERE key = ?1 AND id = ?2")?;
+                    tx.prepare_cached(
+                    "SELECT 1 FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
+                )?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO ids (key, id, status, first_seen, last_run) VALUES (?1, ?2, 0, ?3, 0)",
+                    "INSERT INTO ids (seq, key, id, status, first_seen, last_run)
+                     VALUES (?4, ?1, ?2, 0, ?3, 0)",
                 )?;
                 for id in ids {
                     let key = schema::id_key(id);
-                    if !known.exists(params![key, id])? {
-                        insert.execute(params![key, id, now_micros])?;
+                    if !known.exists(params![key, id, schema::seq_day(id)])? {
+                        insert.execute(params![key, id, now_micros, schema::next_seq(&tx, id)?])?;
                         new += 1;
                     }
                 }
@@ -230,7 +234,7 @@ struct Known {
 impl Known {
     /// The row of `id` (with its key), if the ledger has one.
     fn find(get: &mut CachedStatement<'_>, key: i64, id: &str) -> rusqlite::Result<Option<Known>> {
-        get.query_row(params![key, id], |r| {
+        get.query_row(params![key, id, schema::seq_day(id)], |r| {
             Ok(Known {
                 seq: r.get(0)?,
                 status: r.get(1)?,

@@ -179,19 +179,23 @@ impl Ledger {
                 )?;
             }
             if !generations.is_empty() {
+                // Only the IDs that stay in `ids` (content still due); the
+                // others settle below, straight from the file's links.
                 tx.execute(
                     &format!(
                         "UPDATE ids SET status = 1, reason = NULL, last_error = NULL,
                          created_at = f.created_at
                          FROM (SELECT seq, created_at FROM file_rows WHERE file_id IN ({})
                                ORDER BY seq) AS f
-                         WHERE ids.seq = f.seq",
+                         WHERE ids.seq = f.seq AND coalesce(ids.content_status, 0) != 1
+                         AND coalesce(ids.content_wanted, 0) != 0",
                         placeholders(generations.len())
                     ),
                     rusqlite::params_from_iter(&generations),
                 )?;
             }
-            settle_committed(&tx, file_ids)?;
+            settle_committed(&tx, &generations, true)?;
+            settle_committed(&tx, &content, false)?;
             tx.commit()
         });
         tracing::debug!(
@@ -215,12 +219,24 @@ pub(super) const SETTLE_CHUNK: i64 = 16 * 1024;
 /// linked (about the order the IDs were admitted). An ID in two of the
 /// files (its metadata and its content) settles once: settling removes it
 /// from `ids`, so the second file's join no longer finds it.
-fn settle_committed(tx: &rusqlite::Transaction<'_>, file_ids: &[i64]) -> rusqlite::Result<()> {
+///
+/// A generations file (`exported`) settles its IDs whatever their status
+/// says, for they are exported by this commit; a content file only those
+/// whose metadata is exported already.
+fn settle_committed(
+    tx: &rusqlite::Transaction<'_>,
+    file_ids: &[i64],
+    exported: bool,
+) -> rusqlite::Result<()> {
+    if file_ids.is_empty() {
+        return Ok(());
+    }
     let now = chrono::Utc::now().timestamp_micros();
     let mut stmt = tx.prepare(
-        "SELECT f.rowid, i.seq, i.id, coalesce(i.content_status, 0), i.created_at
+        "SELECT f.rowid, i.seq, i.id, coalesce(i.content_status, 0),
+                coalesce(f.created_at, i.created_at)
          FROM file_rows f JOIN ids i ON i.seq = f.seq
-         WHERE f.file_id = ?1 AND f.rowid > ?2 AND i.status = 1
+         WHERE f.file_id = ?1 AND f.rowid > ?2 AND (?4 OR i.status = 1)
          AND (i.content_status = 1 OR coalesce(i.content_wanted, 0) = 0)
          ORDER BY f.rowid LIMIT ?3",
     )?;
@@ -228,7 +244,7 @@ fn settle_committed(tx: &rusqlite::Transaction<'_>, file_ids: &[i64]) -> rusqlit
         let mut after = 0_i64;
         loop {
             let mut rows = Vec::new();
-            let mut found = stmt.query(params![file_id, after, SETTLE_CHUNK])?;
+            let mut found = stmt.query(params![file_id, after, SETTLE_CHUNK, exported])?;
             while let Some(r) = found.next()? {
                 after = r.get(0)?;
                 rows.push(Settling {

@@ -53,11 +53,13 @@ impl Ledger {
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE ids SET content_status = ?3, content_reason = ?4
-                     WHERE key = ?1 AND id = ?2 AND content_status IS NOT 1",
+                     WHERE (seq >> 32) IN (?5, 0) AND key = ?1 AND id = ?2
+                     AND content_status IS NOT 1",
                 )?;
                 for row in rows {
                     let key = super::schema::id_key(&row.id);
-                    update.execute(params![key, row.id, status as i64, row.reason.as_str()])?;
+                    let day = super::schema::seq_day(&row.id);
+                    update.execute(params![key, row.id, status as i64, row.reason.as_str(), day])?;
                 }
             }
             super::failures::keep(&tx, run_no, rows)?;

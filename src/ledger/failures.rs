@@ -36,7 +36,7 @@ impl Ledger {
                 let mut update = tx.prepare_cached(
                     "UPDATE ids SET status = ?3, attempts = attempts + ?4, reason = ?5, http_status = ?6,
                      last_error = ?7, first_404 = coalesce(first_404, ?8)
-                     WHERE key = ?1 AND id = ?2 AND status != 1",
+                     WHERE (seq >> 32) IN (?9, 0) AND key = ?1 AND id = ?2 AND status != 1",
                 )?;
                 for row in rows
                     .iter()
@@ -50,7 +50,8 @@ impl Ledger {
                         row.reason.as_str(),
                         row.http_status,
                         row.message,
-                        row.first_404_micros
+                        row.first_404_micros,
+                        schema::seq_day(&row.id)
                     ])?;
                 }
             }

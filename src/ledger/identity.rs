@@ -9,8 +9,13 @@ use rusqlite::Connection;
 const APPLICATION_ID: i32 = 0x476c_6472;
 
 /// The layout this version writes. Ledgers from before the mark have 0;
-/// 1 kept every ID in `ids`; 2 moves settled IDs to tables of their day.
-pub(super) const LAYOUT_VERSION: i32 = 2;
+/// 1 kept every ID in `ids`; 2 moves settled IDs to tables of their day;
+/// 3 numbers IDs in `ids` within their day and finds them through
+/// `ids_day_key` (an older genledger would number and look up otherwise).
+pub(super) const LAYOUT_VERSION: i32 = 3;
+
+/// The first layout that keeps settled IDs in tables of their day.
+pub(super) const SETTLED_BY_DAY: i32 = 2;
 
 /// The tables genledger has ever made. An unmarked database holding only
 /// these is an older genledger ledger.

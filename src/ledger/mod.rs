@@ -218,7 +218,7 @@ impl Ledger {
             c.execute_batch(schema::SCHEMA)?;
             schema::add_columns(c)?;
             schema::settle_older_layout(c)?;
-            if identity == Identity::Unmarked {
+            if identity == Identity::Unmarked || identity::version(c)? < identity::LAYOUT_VERSION {
                 identity::mark(c)?;
             }
             Ok(())
@@ -343,8 +343,8 @@ impl Ledger {
         self.sql(|c| {
             let rich = c
                 .query_row(
-                    "SELECT status FROM ids WHERE key = ?1 AND id = ?2",
-                    params![schema::id_key(id), id],
+                    "SELECT status FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
+                    params![schema::id_key(id), id, schema::seq_day(id)],
                     |r| r.get::<_, i64>(0),
                 )
                 .optional()?;

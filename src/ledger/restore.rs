@@ -102,8 +102,10 @@ impl Ledger {
             for (id, created_at) in ids {
                 let key = schema::id_key(id);
                 let seq: Option<i64> = tx
-                    .prepare_cached("SELECT seq FROM ids WHERE key = ?1 AND id = ?2")?
-                    .query_row(params![key, id], |r| r.get(0))
+                    .prepare_cached(
+                        "SELECT seq FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
+                    )?
+                    .query_row(params![key, id, schema::seq_day(id)], |r| r.get(0))
                     .optional()?;
                 restore_one(
                     &tx,
@@ -185,18 +187,21 @@ fn keep_failed(
     let (update, insert) = match side {
         Side::Content => (
             "UPDATE ids SET content_status = 2, content_reason = ?2 WHERE seq = ?1",
-            "INSERT INTO ids (key, id, status, first_seen, last_run, content_status, content_reason)
-             VALUES (?1, ?2, 1, 0, 0, 2, ?3)",
+            "INSERT INTO ids (seq, key, id, status, first_seen, last_run, content_status, content_reason)
+             VALUES (?4, ?1, ?2, 1, 0, 0, 2, ?3)",
         ),
         Side::Metadata => (
             "UPDATE ids SET status = 2, reason = ?2 WHERE seq = ?1 AND status != 1",
-            "INSERT INTO ids (key, id, status, first_seen, last_run, reason)
-             VALUES (?1, ?2, 2, 0, 0, ?3)",
+            "INSERT INTO ids (seq, key, id, status, first_seen, last_run, reason)
+             VALUES (?4, ?1, ?2, 2, 0, 0, ?3)",
         ),
     };
     match seq {
         Some(seq) => tx.execute(update, params![seq, reason])?,
-        None => tx.execute(insert, params![key, id, reason])?,
+        None => tx.execute(
+            insert,
+            params![key, id, reason, schema::next_seq(tx, id)?],
+        )?,
     };
     Ok(())
 }
