@@ -31,12 +31,20 @@ fn admit_one(
         return Ok(admission);
     }
     let add = |status: i64| -> rusqlite::Result<i64> {
-        let seq = schema::next_seq(tx, id)?;
+        let seq = super::numbering::next_seq(tx, id)?;
         tx.prepare_cached(
             "INSERT INTO ids (seq, key, id, status, first_seen, last_run, content_wanted)
              VALUES (?7, ?1, ?2, ?5, ?3, ?4, ?6)",
         )?
-        .execute(params![key, id, now_micros, run_no, status, rules.content, seq])?;
+        .execute(params![
+            key,
+            id,
+            now_micros,
+            run_no,
+            status,
+            rules.content,
+            seq
+        ])?;
         Ok(tx.last_insert_rowid())
     };
     Ok(match settled::lookup(tx, days, id)? {
@@ -122,8 +130,7 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut new = 0;
             {
-                let mut known =
-                    tx.prepare_cached(
+                let mut known = tx.prepare_cached(
                     "SELECT 1 FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
                 )?;
                 let mut insert = tx.prepare_cached(
@@ -132,8 +139,13 @@ impl Ledger {
                 )?;
                 for id in ids {
                     let key = schema::id_key(id);
-                    if !known.exists(params![key, id, schema::seq_day(id)])? {
-                        insert.execute(params![key, id, now_micros, schema::next_seq(&tx, id)?])?;
+                    if !known.exists(params![key, id, super::numbering::seq_day(id)])? {
+                        insert.execute(params![
+                            key,
+                            id,
+                            now_micros,
+                            super::numbering::next_seq(&tx, id)?
+                        ])?;
                         new += 1;
                     }
                 }
@@ -234,7 +246,7 @@ struct Known {
 impl Known {
     /// The row of `id` (with its key), if the ledger has one.
     fn find(get: &mut CachedStatement<'_>, key: i64, id: &str) -> rusqlite::Result<Option<Known>> {
-        get.query_row(params![key, id, schema::seq_day(id)], |r| {
+        get.query_row(params![key, id, super::numbering::seq_day(id)], |r| {
             Ok(Known {
                 seq: r.get(0)?,
                 status: r.get(1)?,

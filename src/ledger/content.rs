@@ -58,8 +58,14 @@ impl Ledger {
                 )?;
                 for row in rows {
                     let key = super::schema::id_key(&row.id);
-                    let day = super::schema::seq_day(&row.id);
-                    update.execute(params![key, row.id, status as i64, row.reason.as_str(), day])?;
+                    let day = super::numbering::seq_day(&row.id);
+                    update.execute(params![
+                        key,
+                        row.id,
+                        status as i64,
+                        row.reason.as_str(),
+                        day
+                    ])?;
                 }
             }
             super::failures::keep(&tx, run_no, rows)?;

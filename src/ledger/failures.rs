@@ -51,7 +51,7 @@ impl Ledger {
                         row.http_status,
                         row.message,
                         row.first_404_micros,
-                        schema::seq_day(&row.id)
+                        super::numbering::seq_day(&row.id)
                     ])?;
                 }
             }

@@ -11,6 +11,7 @@ mod content;
 mod failures;
 mod identity;
 mod lock;
+mod numbering;
 mod reconcile;
 mod restore;
 mod retention;
@@ -344,7 +345,7 @@ impl Ledger {
             let rich = c
                 .query_row(
                     "SELECT status FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
-                    params![schema::id_key(id), id, schema::seq_day(id)],
+                    params![schema::id_key(id), id, numbering::seq_day(id)],
                     |r| r.get::<_, i64>(0),
                 )
                 .optional()?;

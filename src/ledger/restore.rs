@@ -105,7 +105,9 @@ impl Ledger {
                     .prepare_cached(
                         "SELECT seq FROM ids WHERE (seq >> 32) IN (?3, 0) AND key = ?1 AND id = ?2",
                     )?
-                    .query_row(params![key, id, schema::seq_day(id)], |r| r.get(0))
+                    .query_row(params![key, id, super::numbering::seq_day(id)], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 restore_one(
                     &tx,
@@ -200,7 +202,7 @@ fn keep_failed(
         Some(seq) => tx.execute(update, params![seq, reason])?,
         None => tx.execute(
             insert,
-            params![key, id, reason, schema::next_seq(tx, id)?],
+            params![key, id, reason, super::numbering::next_seq(tx, id)?],
         )?,
     };
     Ok(())

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 /// each batch of IDs dirties (and logs, and checkpoints):
 ///
 /// - `ids` rows are numbered (`seq`) in admission order within the day of
-///   the ID's prefix ([`next_seq`]), so a day's rows are appended together,
+///   the ID's prefix ([`next_seq`](super::numbering::next_seq)), so a day's rows are appended together,
 ///   and a file's rows (one day's, written in roughly that order) are
 ///   marked exported and deleted by a near-sequential pass over the table;
 /// - an ID is found through its day and `key`, a 64-bit hash of it
@@ -127,44 +127,6 @@ pub(super) fn id_key(id: &str) -> i64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as i64
 }
 
-/// Bits of `ids.seq` below its day: the number within the day.
-const SEQ_DAY_SHIFT: u32 = 32;
-
-/// The day an ID's `ids.seq` is numbered in (see [`next_seq`]): its
-/// trusted prefix day, else 0. A lookup tries this day and 0, where rows
-/// numbered before numbering by day (layout 2 and older) all are.
-pub(super) fn seq_day(id: &str) -> i64 {
-    super::settled::prefix_day(id).unwrap_or(0)
-}
-
-/// The number a new ID takes in `ids`: the next in its day's own range
-/// (`day << 32` on; day 0 for an ID without a trusted prefix day), so that
-/// one day's IDs lie together in the table and in `ids_day_key` whatever
-/// order they arrived in. A file holds one day's rows, and committing it
-/// reads and deletes its IDs' rows and index entries; numbered in arrival
-/// order with IDs that cycle through 90 days, each of a file's rows sat on
-/// a page of its own, and a run's last commits spent 80 % of their time in
-/// SQLite's page reads.
-///
-/// Every insert into `ids` must take its number from here: a row numbered
-/// outside its day's range would not be found by [`seq_day`]'s lookup.
-pub(super) fn next_seq(c: &Connection, id: &str) -> rusqlite::Result<i64> {
-    let day = seq_day(id);
-    let (first, end) = (day << SEQ_DAY_SHIFT, (day + 1) << SEQ_DAY_SHIFT);
-    let last: Option<i64> = c
-        .prepare_cached("SELECT seq FROM ids WHERE seq >= ?1 AND seq < ?2 ORDER BY seq DESC LIMIT 1")?
-        .query_row([first, end], |r| r.get(0))
-        .optional()?;
-    match last {
-        None => Ok(first.max(1)),
-        Some(seq) if seq + 1 < end => Ok(seq + 1),
-        // Four billion IDs of one day in the ledger at once.
-        Some(_) => Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("no number left for day {day} in the ledger's `ids`").into(),
-        )),
-    }
-}
-
 /// Brings a ledger made before the current layout into it: its IDs are
 /// numbered in the order first seen and keyed, and its file links follow
 /// them. One transaction, so a crash leaves the old layout whole, and two
@@ -281,7 +243,7 @@ fn copy_ids(c: &Connection) -> rusqlite::Result<()> {
     let mut rows = read.query([])?;
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
-        let seq = next_seq(c, &id)?;
+        let seq = super::numbering::next_seq(c, &id)?;
         let mut values = vec![Value::Integer(id_key(&id)), Value::Text(id)];
         for i in 0..kept.len() {
             values.push(row.get(i + 1)?);
@@ -320,12 +282,14 @@ fn copy_file_rows(c: &Connection) -> rusqlite::Result<()> {
             (row.get(0)?, row.get(1)?, row.get(2)?);
         let key = id_key(&id);
         let seq = match find
-            .query_row(params![key, id, seq_day(&id)], |r| r.get::<_, i64>(0))
+            .query_row(params![key, id, super::numbering::seq_day(&id)], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
         {
             Some(seq) => seq,
             None => {
-                let seq = next_seq(c, &id)?;
+                let seq = super::numbering::next_seq(c, &id)?;
                 admit.execute(params![key, id, seq])?;
                 seq
             }
