@@ -18,7 +18,7 @@ use crate::timestamp;
 /// KiB of stored content queued for the sink thread at most. The queue
 /// counts outcomes (2,048), and content can be large: 200 KB prompts filled
 /// it with 400 MB whenever the sink fell behind.
-const CONTENT_QUEUE_KIB: usize = 8 * 1024;
+const CONTENT_QUEUE_KIB: usize = 4 * 1024;
 /// Content answers fetched at once at most, whatever `fetch.concurrency`
 /// says: each can be megabytes, and memory grew with the number in flight
 /// (200 KB prompts: peak RSS 128 MiB at 64 at once, 78 MiB at 16, at the

@@ -14,6 +14,10 @@ use crate::layout;
 use crate::ledger::{FileFacts, Ledger};
 use crate::schema::{Row, Value};
 
+/// Rows written into a file, to link to it in the ledger: each ID's number
+/// and its generation's `created_at`.
+pub(super) type Links = Vec<(i64, Option<i64>)>;
+
 /// Written rows whose IDs are linked to their file in one ledger transaction.
 const LINK_BATCH: usize = 4096;
 
@@ -49,6 +53,9 @@ impl RowKey {
 enum Encoder {
     Parquet(Box<ParquetFile>),
     Csv(Box<CsvFile>),
+    /// Every row encoded and the file's end written ([`OpenFile::end`]);
+    /// the bytes wait to be sealed.
+    Ended(HashingWriter, u64),
 }
 
 pub(super) struct OpenFile {
@@ -154,19 +161,39 @@ impl OpenFile {
         cells: impl IntoIterator<Item = Value<'a>>,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
+        if let Some(rows) = self.encode(key, cells)? {
+            ledger.link(self.file_id, &rows)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one row without the ledger; every [`LINK_BATCH`] rows,
+    /// returns the rows the caller must link to [`OpenFile::id`] before the
+    /// file is published.
+    pub fn encode<'a>(
+        &mut self,
+        key: RowKey,
+        cells: impl IntoIterator<Item = Value<'a>>,
+    ) -> Result<Option<Links>, SinkError> {
         match &mut self.encoder {
             Encoder::Parquet(p) => p.append_cells(cells)?,
             Encoder::Csv(c) => c.append_cells(cells)?,
+            Encoder::Ended(..) => {
+                let e = std::io::Error::other("a row came after the file's end was written");
+                return Err(SinkError::io("write", &self.pending.temp_path, e));
+            }
         }
         self.unlinked.push((key.seq, key.created));
         self.rows += 1;
         self.min = self.min.min(key.partition_micros);
         self.max = self.max.max(key.partition_micros);
-        if self.unlinked.len() >= LINK_BATCH {
-            ledger.link(self.file_id, &self.unlinked)?;
-            self.unlinked.clear();
-        }
-        Ok(())
+        Ok((self.unlinked.len() >= LINK_BATCH)
+            .then(|| std::mem::replace(&mut self.unlinked, Vec::with_capacity(LINK_BATCH))))
+    }
+
+    /// The file's number in the ledger.
+    pub fn id(&self) -> i64 {
+        self.file_id
     }
 
     /// Estimated bytes held in memory for the next row group (none for CSV,
@@ -174,7 +201,7 @@ impl OpenFile {
     pub fn buffered_bytes(&self) -> usize {
         let own = match &self.encoder {
             Encoder::Parquet(p) => p.buffered_bytes(),
-            Encoder::Csv(_) => 0,
+            Encoder::Csv(_) | Encoder::Ended(..) => 0,
         };
         own + self.companion.as_ref().map_or(0, |c| c.buffered_bytes())
     }
@@ -184,6 +211,7 @@ impl OpenFile {
         match &self.encoder {
             Encoder::Parquet(p) => p.appended_bytes(),
             Encoder::Csv(c) => c.written_bytes(),
+            Encoder::Ended(_, bytes) => *bytes,
         }
     }
 
@@ -194,7 +222,7 @@ impl OpenFile {
         }
         match &mut self.encoder {
             Encoder::Parquet(p) => p.flush_row_group(),
-            Encoder::Csv(_) => Ok(()),
+            Encoder::Csv(_) | Encoder::Ended(..) => Ok(()),
         }
     }
 
@@ -221,11 +249,35 @@ impl OpenFile {
         })
     }
 
+    /// Encodes what is still buffered and writes the file's end (Parquet's
+    /// footer), which needs no ledger, so that publishing it later is only
+    /// the sync, the rename and the ledger's steps. On an error the
+    /// temporary file is removed.
+    pub fn end(mut self) -> Result<OpenFile, SinkError> {
+        let bytes = self.data_bytes();
+        let out = match self.encoder {
+            Encoder::Parquet(p) => p.into_inner(),
+            Encoder::Csv(c) => c.into_inner(),
+            Encoder::Ended(out, _) => Ok(out),
+        };
+        match out {
+            Ok(out) => {
+                self.encoder = Encoder::Ended(out, bytes);
+                Ok(self)
+            }
+            Err(e) => {
+                self.pending.abandon();
+                Err(e)
+            }
+        }
+    }
+
     /// Links the file's last rows, then syncs, stages and publishes it.
     fn publish_alone(self, ledger: &mut Ledger) -> Result<(i64, DataFile), SinkError> {
         let out = match self.encoder {
             Encoder::Parquet(p) => p.into_inner(),
             Encoder::Csv(c) => c.into_inner(),
+            Encoder::Ended(out, _) => Ok(out),
         };
         let linked = out.and_then(|out| Ok((ledger.link(self.file_id, &self.unlinked)?, out)));
         let out = match linked {

@@ -29,9 +29,9 @@ use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 const ROW_GROUP_ROWS: usize = 4 * 1024;
 /// Bytes per row group, as [`cell_bytes`] estimates them: a row group is held
 /// whole in memory twice while it is written (the builders, then its encoded
-/// pages), so rows of 200 KB prompts cut it after 40 rows, not 4,096.
+/// pages), so rows of 200 KB prompts cut it after 20 rows, not 4,096.
 /// Metadata rows (under 1 KB) reach [`ROW_GROUP_ROWS`] first.
-pub const ROW_GROUP_BYTES: usize = 8 << 20;
+pub const ROW_GROUP_BYTES: usize = 4 << 20;
 /// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB
 /// times 46 columns would be 46 MiB a file).
 const DATA_PAGE_BYTES: usize = 64 * 1024;

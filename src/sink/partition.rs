@@ -13,6 +13,8 @@
 //! spill, and files cut by rotation at `output.max_rows_per_file` rows or
 //! [`MAX_FILE_BYTES`].
 
+mod finish;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
@@ -34,7 +36,7 @@ const COLD_ROWS: u64 = 16 * 1024;
 /// Estimated bytes all open files may hold in row groups not yet written;
 /// past it the largest is written out early. A row group is cut on its own
 /// at 4,096 rows or `ROW_GROUP_BYTES`.
-const OPEN_BUFFER_BYTES: usize = 8 << 20;
+const OPEN_BUFFER_BYTES: usize = 4 << 20;
 /// A file rotates after this much row data (uncompressed, estimated for
 /// Parquet), as it does at `output.max_rows_per_file` rows: content with
 /// large prompts would otherwise make files of many gigabytes.
@@ -283,6 +285,13 @@ impl<R: Row> PartitionedWriter<R> {
             .copied()
             .chain(self.spill.dates())
             .collect();
+        if self.spill.rows() > 0 && self.may_finish_in_parallel() {
+            self.finish_in_parallel(dates, namer, ledger)?;
+            return Ok(Written {
+                files: std::mem::take(&mut self.finished),
+                derived: std::mem::take(&mut self.derived),
+            });
+        }
         let mut published = Vec::new();
         let mut rows = 0;
         for date in dates {
@@ -376,12 +385,17 @@ mod tests {
     /// Writes rows of the given days (one per entry, numbered in order, with
     /// `pad` bytes of padding each).
     fn write(days: &[i64], cold_rows: u64, pad: usize) -> Written {
+        write_rotating(days, cold_rows, pad, 1_000_000)
+    }
+
+    /// [`write`] with files rotating at `max_rows` rows.
+    fn write_rotating(days: &[i64], cold_rows: u64, pad: usize, max_rows: u64) -> Written {
         let dir = tempfile::tempdir().unwrap();
         let settings = OutputSettings {
             dir: dir.path().to_owned(),
             remote: None,
             format: Format::Csv,
-            max_rows_per_file: 1_000_000,
+            max_rows_per_file: max_rows,
             money: MoneyMode::Decimal,
             compression: Compression::Zstd,
             focus: None,
@@ -475,6 +489,17 @@ mod tests {
         assert_eq!(w.per_day.len(), 20);
         assert!(w.per_day.values().all(|&n| n <= 2), "{:?}", w.per_day);
         assert!(w.per_day.values().any(|&n| n == 2));
+        check_rows(&days, w.rows);
+    }
+
+    #[test]
+    fn spilled_days_that_must_rotate_are_written_on_one_thread_and_rotate() {
+        let days: Vec<i64> = (0..1_200).map(|i| i % 12).collect();
+        let w = write_rotating(&days, 100, 10, 40);
+        assert!(w.spilled > 0);
+        // 100 rows a day, at most 40 a file: three files each.
+        assert_eq!(w.per_day.len(), 12);
+        assert!(w.per_day.values().all(|&n| n == 3), "{:?}", w.per_day);
         check_rows(&days, w.rows);
     }
 }

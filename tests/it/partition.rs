@@ -188,10 +188,14 @@ async fn large_prompts_cut_row_groups_by_bytes() {
     assert_eq!(files.len(), 1, "one day, one file: {files:?}");
     let reader = SerializedFileReader::new(File::open(&files[0]).unwrap()).unwrap();
     let groups = reader.metadata().row_groups();
-    // A row group is cut once its rows reach ROW_GROUP_BYTES: 16 prompts.
+    // A row group is cut once its rows reach ROW_GROUP_BYTES: 8 prompts.
     let per_group = ROW_GROUP_BYTES / PROMPT;
     let rows: Vec<i64> = groups.iter().map(|g| g.num_rows()).collect();
-    assert_eq!(rows, [per_group as i64; 3], "rows per row group");
+    assert_eq!(
+        rows,
+        vec![per_group as i64; 48 / per_group],
+        "rows per row group"
+    );
     for group in groups {
         assert!(
             group.total_byte_size() as usize <= ROW_GROUP_BYTES + PROMPT,
