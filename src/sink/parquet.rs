@@ -26,10 +26,12 @@ use crate::schema::{ColumnType, MoneyMode, Row, Value, arrow_schema};
 /// group is there; it is then encoded and flushed at once. The encoder (one
 /// zstd context per column) exists only during that flush, so an open file
 /// costs only its buffered rows, which keeps several open partitions cheap.
-const ROW_GROUP_ROWS: usize = 4 * 1024;
+/// 2,048 rather than 4,096: the end of a run that spilled encodes two files
+/// at once, and with 4,096 its peak RSS went past 64 MiB.
+const ROW_GROUP_ROWS: usize = 2 * 1024;
 /// Bytes per row group, as [`cell_bytes`] estimates them: a row group is held
 /// whole in memory twice while it is written (the builders, then its encoded
-/// pages), so rows of 200 KB prompts cut it after 20 rows, not 4,096.
+/// pages), so rows of 200 KB prompts cut it after 20 rows, not 2,048.
 /// Metadata rows (under 1 KB) reach [`ROW_GROUP_ROWS`] first.
 pub const ROW_GROUP_BYTES: usize = 4 << 20;
 /// Uncompressed bytes a column buffers before it cuts a page (the default 1 MiB

@@ -35,7 +35,7 @@ const MAX_OPEN_FILES: usize = 8;
 const COLD_ROWS: u64 = 16 * 1024;
 /// Estimated bytes all open files may hold in row groups not yet written;
 /// past it the largest is written out early. A row group is cut on its own
-/// at 4,096 rows or `ROW_GROUP_BYTES`.
+/// at 2,048 rows or `ROW_GROUP_BYTES`.
 const OPEN_BUFFER_BYTES: usize = 4 << 20;
 /// A file rotates after this much row data (uncompressed, estimated for
 /// Parquet), as it does at `output.max_rows_per_file` rows: content with

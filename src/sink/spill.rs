@@ -200,6 +200,21 @@ impl Spill {
             .map_err(|e| SinkError::io("read rows back from a spill file in", &dir, e))
     }
 
+    /// A reader of the spill file for another thread, with zstd's context
+    /// of its own.
+    pub fn reader(&self) -> Result<SpillReader, SinkError> {
+        let failed = |e| SinkError::io("read rows back from a spill file in", &self.dir, e);
+        let file = match &self.file {
+            Some(file) => Some(file.try_clone().map_err(failed)?),
+            None => None,
+        };
+        Ok(SpillReader {
+            file,
+            dir: self.dir.clone(),
+            decompressor: zstd::bulk::Decompressor::new().map_err(failed)?,
+        })
+    }
+
     /// The zstd contexts, made on first use.
     fn codecs(
         &mut self,
@@ -219,6 +234,39 @@ impl Spill {
 
     fn failed(&self, action: &'static str, e: io::Error) -> SinkError {
         SinkError::io(action, &self.dir, e)
+    }
+}
+
+/// Reads the spill file's chunks back on a thread of its own (the spill's
+/// rows are all written by then).
+pub(super) struct SpillReader {
+    /// None when no chunk was ever written (every row is in a tail).
+    file: Option<File>,
+    dir: PathBuf,
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
+
+impl SpillReader {
+    /// [`Spill::read_part`], from this reader.
+    pub fn read_part<'s>(
+        &mut self,
+        spilled: &'s Spilled,
+        part: usize,
+    ) -> Result<Cow<'s, [u8]>, SinkError> {
+        let Some(chunk) = spilled.chunks.get(part) else {
+            return Ok(Cow::Borrowed(&spilled.tail));
+        };
+        let failed = |e| SinkError::io("read rows back from a spill file in", &self.dir, e);
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| failed(io::ErrorKind::NotFound.into()))?;
+        let mut stored = vec![0; chunk.stored];
+        read_exact_at(file, &mut stored, chunk.offset).map_err(failed)?;
+        self.decompressor
+            .decompress(&stored, chunk.raw)
+            .map(Cow::Owned)
+            .map_err(failed)
     }
 }
 

@@ -1,16 +1,17 @@
-//! The end of a run whose rows spilled, on two threads: each date's spilled
-//! rows are read back and encoded into its file on a thread of their own,
-//! while the sink's thread links the rows' IDs to the file in the ledger,
-//! publishes the date before and commits. Done on one thread, a cycling
+//! The end of a run whose rows spilled, on three threads: two read dates'
+//! spilled rows back and encode each into its file, while the sink's thread
+//! links the rows' IDs to the files in the ledger, publishes the dates done
+//! and commits. Done on one thread, a cycling
 //! input's last seconds (nine of ninety days' rows) took a quarter of its
 //! run, with one of the two cores idle.
 //!
-//! The ledger stays on the sink's thread; the encoding thread hands back, in
-//! order, each batch of rows to link and then the file, so every row is
-//! linked before its file is published. Should either side fail, the other
+//! The ledger stays on the sink's thread; an encoding thread hands back, in
+//! order, each batch of a file's rows to link and then the file, so every
+//! row is linked before its file is published. Should either side fail, the other
 //! stops at its next hand-over; files not yet published are left as an
 //! unfinished run leaves them (the next start settles them).
 
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use chrono::NaiveDate;
@@ -19,20 +20,23 @@ use super::{COMMIT_ROWS, MAX_FILE_BYTES, PartitionedWriter};
 use crate::ledger::Ledger;
 use crate::schema::Row;
 use crate::sink::file::{Links, OpenFile, Published};
-use crate::sink::spill::{Spill, Spilled, SpilledRows};
+use crate::sink::spill::{SpillReader, Spilled, SpilledRows};
 use crate::sink::{FileNamer, SinkError};
 
-/// Dates sent to the encoding thread and not yet handed back: one being
-/// encoded and one waiting, so that it never waits for the sink's thread.
-const AHEAD: usize = 2;
+/// Threads encoding spilled rows, each a date at a time: two, with the
+/// sink's thread, keep both cores busy.
+const ENCODERS: usize = 2;
+/// Dates sent to the encoding threads and not yet handed back: one being
+/// encoded by each and one waiting, so that none waits for the sink's thread.
+const AHEAD: usize = ENCODERS + 1;
 
-/// A date's file and its spilled rows, for the encoding thread.
+/// A date's file and its spilled rows, for an encoding thread.
 struct Job {
     file: OpenFile,
     spilled: Spilled,
 }
 
-/// What the encoding thread hands back, in order.
+/// What an encoding thread hands back, in order for each file.
 enum Handed {
     /// Rows written into a file (by its ledger number), to link before it
     /// is published.
@@ -50,9 +54,9 @@ struct Batch {
 }
 
 impl<R: Row> PartitionedWriter<R> {
-    /// Whether the end may encode on a second thread: no derived table is
+    /// Whether the end may encode on other threads: no derived table is
     /// written beside, and no date's file would reach a rotation limit (the
-    /// encoding thread cannot open the next file, which takes the ledger).
+    /// encoding threads cannot open the next file, which takes the ledger).
     pub(super) fn may_finish_in_parallel(&self) -> bool {
         self.companion.is_none()
             && self.spill.dates().all(|date| {
@@ -69,43 +73,62 @@ impl<R: Row> PartitionedWriter<R> {
     }
 
     /// Writes every date's spilled rows and publishes and commits every
-    /// file, as [`PartitionedWriter::finish`] does, with the encoding on a
-    /// second thread.
+    /// file, as [`PartitionedWriter::finish`] does, with the encoding on
+    /// [`ENCODERS`] other threads.
     pub(super) fn finish_in_parallel(
         &mut self,
         dates: impl IntoIterator<Item = NaiveDate>,
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
-        // Taken out first: the spill itself goes to the encoding thread.
         let work: Vec<(NaiveDate, Option<Spilled>)> = dates
             .into_iter()
             .map(|date| (date, self.spill.take(date)))
             .collect();
-        let spill = std::mem::replace(&mut self.spill, Spill::new(&self.settings.dir));
+        let mut readers = Vec::with_capacity(ENCODERS);
+        for _ in 0..ENCODERS {
+            readers.push(self.spill.reader()?);
+        }
         let (jobs, job_queue) = sync_channel::<Job>(AHEAD);
+        let job_queue = Mutex::new(job_queue);
         let (handed_back, handed) = sync_channel::<Handed>(16);
         let columns = R::COLUMNS.len();
         std::thread::scope(|scope| {
-            let encoder = std::thread::Builder::new()
-                .name("genledger-encode".into())
-                .spawn_scoped(scope, move || {
-                    encode_jobs(spill, columns, job_queue, handed_back)
-                })
-                .map_err(|e| SinkError::io("start a thread to write", &self.settings.dir, e))?;
+            let mut encoders = Vec::with_capacity(ENCODERS);
+            for reader in readers {
+                let (queue, out) = (&job_queue, handed_back.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("genledger-encode".into())
+                    .spawn_scoped(scope, move || encode_jobs(reader, columns, queue, out));
+                match spawned {
+                    Ok(encoder) => encoders.push(encoder),
+                    Err(e) => {
+                        // The encoders started end once the queue closes.
+                        drop(jobs);
+                        return Err(SinkError::io(
+                            "start a thread to write",
+                            &self.settings.dir,
+                            e,
+                        ));
+                    }
+                }
+            }
+            drop(handed_back);
             let result = self.hand_over(work.into_iter(), jobs, &handed, namer, ledger);
             drop(handed);
-            let joined = encoder.join();
+            // Every one joined (a scope panics over one that panicked unjoined).
+            let joined: Vec<bool> = encoders.into_iter().map(|e| e.join().is_ok()).collect();
+            let joined = joined.iter().all(|&ok| ok);
             match (result, joined) {
                 (Err(e), _) => Err(e),
-                (Ok(()), Ok(())) => Ok(()),
-                (Ok(()), Err(_)) => Err(encoder_gone(&self.settings.dir)),
+                (Ok(()), true) => Ok(()),
+                (Ok(()), false) => Err(encoder_gone(&self.settings.dir)),
             }
         })
     }
 
     /// The sink's side: sends each date with spilled rows to the encoding
-    /// thread, one at a time, and links, publishes and commits what it
+    /// threads, a few ahead, and links, publishes and commits what it
     /// hands back; a date with an open file but nothing spilled is
     /// published on the way.
     fn hand_over(
@@ -140,7 +163,7 @@ impl<R: Row> PartitionedWriter<R> {
         self.commit(batch.files, ledger)
     }
 
-    /// Sends the next date that has spilled rows to the encoding thread, in
+    /// Sends the next date that has spilled rows to the encoding threads, in
     /// its open file or a new one; false when none is left.
     fn next_job(
         &mut self,
@@ -192,10 +215,23 @@ impl<R: Row> PartitionedWriter<R> {
     }
 }
 
-/// The encoding thread: each job's spilled rows into its file, handed back
+/// An encoding thread: each job's spilled rows into its file, handed back
 /// with the rows to link. Stops when the sink stops sending or listening.
-fn encode_jobs(mut spill: Spill, columns: usize, jobs: Receiver<Job>, out: SyncSender<Handed>) {
-    for job in jobs {
+fn encode_jobs(
+    mut spill: SpillReader,
+    columns: usize,
+    jobs: &Mutex<Receiver<Job>>,
+    out: SyncSender<Handed>,
+) {
+    loop {
+        // Poisoned only if another encoder panicked while taking a job.
+        let next = match jobs.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = next else {
+            return;
+        };
         let handed = match encode(&mut spill, columns, job, &out) {
             Ok(Some(file)) => Handed::Done(Box::new(file)),
             Ok(None) => return,
@@ -211,7 +247,7 @@ fn encode_jobs(mut spill: Spill, columns: usize, jobs: Receiver<Job>, out: SyncS
 /// Writes one date's spilled rows into its file; `None` if the sink is no
 /// longer listening.
 fn encode(
-    spill: &mut Spill,
+    spill: &mut SpillReader,
     columns: usize,
     job: Job,
     out: &SyncSender<Handed>,
@@ -234,7 +270,7 @@ fn encode(
 
 /// Every row of `spilled` into `file`; false if the sink stopped listening.
 fn write_rows(
-    spill: &mut Spill,
+    spill: &mut SpillReader,
     columns: usize,
     file: &mut OpenFile,
     spilled: &Spilled,
@@ -256,8 +292,8 @@ fn write_rows(
 
 fn encoder_gone(dir: &std::path::Path) -> SinkError {
     SinkError::io(
-        "write rows held back, the encoding thread having stopped, in",
+        "write rows held back, an encoding thread having stopped, in",
         dir,
-        std::io::Error::other("the encoding thread ended early"),
+        std::io::Error::other("an encoding thread ended early"),
     )
 }
