@@ -255,12 +255,7 @@ impl OpenFile {
     /// temporary file is removed.
     pub fn end(mut self) -> Result<OpenFile, SinkError> {
         let bytes = self.data_bytes();
-        let out = match self.encoder {
-            Encoder::Parquet(p) => p.into_inner(),
-            Encoder::Csv(c) => c.into_inner(),
-            Encoder::Ended(out, _) => Ok(out),
-        };
-        match out {
+        match self.encoder.into_writer() {
             Ok(out) => {
                 self.encoder = Encoder::Ended(out, bytes);
                 Ok(self)
@@ -274,11 +269,7 @@ impl OpenFile {
 
     /// Links the file's last rows, then syncs, stages and publishes it.
     fn publish_alone(self, ledger: &mut Ledger) -> Result<(i64, DataFile), SinkError> {
-        let out = match self.encoder {
-            Encoder::Parquet(p) => p.into_inner(),
-            Encoder::Csv(c) => c.into_inner(),
-            Encoder::Ended(out, _) => Ok(out),
-        };
+        let out = self.encoder.into_writer();
         let linked = out.and_then(|out| Ok((ledger.link(self.file_id, &self.unlinked)?, out)));
         let out = match linked {
             Ok(((), out)) => out,
@@ -309,6 +300,17 @@ impl OpenFile {
             companion.abandon();
         }
         self.pending.abandon();
+    }
+}
+
+impl Encoder {
+    /// The file's bytes with its end written (Parquet's footer).
+    fn into_writer(self) -> Result<HashingWriter, SinkError> {
+        match self {
+            Encoder::Parquet(p) => p.into_inner(),
+            Encoder::Csv(c) => c.into_inner(),
+            Encoder::Ended(out, _) => Ok(out),
+        }
     }
 }
 

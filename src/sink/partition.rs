@@ -21,7 +21,7 @@ use chrono::NaiveDate;
 
 use super::derive::Companion;
 use super::file::{DataFile, OpenFile, Published, RowKey};
-use super::spill::{Spill, SpilledRows};
+use super::spill::{Spill, SpillReader, SpilledRows};
 use super::{FileNamer, SinkError};
 use crate::config::OutputSettings;
 use crate::ledger::Ledger;
@@ -49,6 +49,13 @@ const COMMIT_ROWS: u64 = 128 * 1024;
 pub struct Written {
     pub files: Vec<DataFile>,
     pub derived: Vec<DataFile>,
+}
+
+/// Published files not yet committed, and their rows.
+#[derive(Default)]
+struct Batch {
+    files: Vec<Published>,
+    rows: u64,
 }
 
 pub struct PartitionedWriter<R: Row> {
@@ -237,10 +244,12 @@ impl<R: Row> PartitionedWriter<R> {
         }
     }
 
-    /// Writes `date`'s spilled rows into its open file, or a new one.
+    /// Writes `date`'s spilled rows, read back through `reader`, into its
+    /// open file, or a new one.
     fn write_spilled(
         &mut self,
         date: NaiveDate,
+        reader: &mut SpillReader,
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
@@ -248,7 +257,7 @@ impl<R: Row> PartitionedWriter<R> {
             return Ok(());
         };
         for part in 0..spilled.parts() {
-            let bytes = self.spill.read_part(&spilled, part)?;
+            let bytes = reader.read_part(&spilled, part)?;
             let mut rows = SpilledRows::new(&bytes, R::COLUMNS.len());
             while let Some(key) = rows.next_row()? {
                 if !self.open.contains_key(&date) {
@@ -287,30 +296,49 @@ impl<R: Row> PartitionedWriter<R> {
             .collect();
         if self.spill.rows() > 0 && self.may_finish_in_parallel() {
             self.finish_in_parallel(dates, namer, ledger)?;
-            return Ok(Written {
-                files: std::mem::take(&mut self.finished),
-                derived: std::mem::take(&mut self.derived),
-            });
+        } else {
+            self.finish_in_order(dates, namer, ledger)?;
         }
-        let mut published = Vec::new();
-        let mut rows = 0;
-        for date in dates {
-            // One date at a time, so that only its file buffers rows.
-            self.write_spilled(date, namer, ledger)?;
-            if let Some(file) = self.publish(date, ledger)? {
-                rows += file.file.rows;
-                published.push(file);
-            }
-            if rows >= COMMIT_ROWS {
-                self.commit(std::mem::take(&mut published), ledger)?;
-                rows = 0;
-            }
-        }
-        self.commit(published, ledger)?;
         Ok(Written {
             files: std::mem::take(&mut self.finished),
             derived: std::mem::take(&mut self.derived),
         })
+    }
+
+    /// [`PartitionedWriter::finish`]'s dates on this thread, one at a time,
+    /// so that only its file buffers rows.
+    fn finish_in_order(
+        &mut self,
+        dates: BTreeSet<NaiveDate>,
+        namer: &mut FileNamer,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        let mut reader = self.spill.reader()?;
+        let mut batch = Batch::default();
+        for date in dates {
+            self.write_spilled(date, &mut reader, namer, ledger)?;
+            if let Some(published) = self.publish(date, ledger)? {
+                self.add_to(&mut batch, published, ledger)?;
+            }
+        }
+        self.commit(batch.files, ledger)
+    }
+
+    /// Adds a published file to the batch, committing the batch once it
+    /// holds [`COMMIT_ROWS`] rows.
+    fn add_to(
+        &mut self,
+        batch: &mut Batch,
+        published: Published,
+        ledger: &mut Ledger,
+    ) -> Result<(), SinkError> {
+        batch.rows += published.file.rows;
+        batch.files.push(published);
+        if batch.rows >= COMMIT_ROWS {
+            batch.rows = 0;
+            self.commit(std::mem::take(&mut batch.files), ledger)?;
+        }
+        Ok(())
     }
 
     /// Commits published files (each with its derived file) together.

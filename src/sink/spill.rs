@@ -49,7 +49,7 @@ pub(super) struct Spilled {
 }
 
 impl Spilled {
-    /// How many parts [`Spill::read_part`] reads: the chunks, then the tail.
+    /// How many parts [`SpillReader::read_part`] reads: the chunks, then the tail.
     pub fn parts(&self) -> usize {
         self.chunks.len() + 1
     }
@@ -67,12 +67,9 @@ pub(super) struct Spill {
     /// Rows and bytes (before compression) held for each date.
     sizes: HashMap<NaiveDate, (u64, u64)>,
     rows: u64,
-    /// zstd's contexts, kept: making one per chunk cost 4 % of the time
+    /// zstd's context, kept: making one per chunk cost 4 % of the time
     /// spent writing spilled rows out.
-    zstd: Option<(
-        zstd::bulk::Compressor<'static>,
-        zstd::bulk::Decompressor<'static>,
-    )>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl Spill {
@@ -86,7 +83,7 @@ impl Spill {
             chunks: HashMap::new(),
             sizes: HashMap::new(),
             rows: 0,
-            zstd: None,
+            compressor: None,
         }
     }
 
@@ -141,8 +138,8 @@ impl Spill {
         };
         self.buffered -= buffer.len();
         let stored = self
-            .codecs()
-            .and_then(|(compressor, _)| compressor.compress(&buffer))
+            .compressor()
+            .and_then(|compressor| compressor.compress(&buffer))
             .map_err(|e| self.failed("write rows to a spill file in", e))?;
         let file = match &mut self.file {
             Some(file) => file,
@@ -176,6 +173,46 @@ impl Spill {
         (!chunks.is_empty() || !tail.is_empty()).then_some(Spilled { chunks, tail })
     }
 
+    /// A reader of the spill file, with zstd's context of its own (made on
+    /// its first chunk); each thread that reads rows back at the end of the
+    /// run has one.
+    pub fn reader(&self) -> Result<SpillReader, SinkError> {
+        let failed = |e| SinkError::io("read rows back from a spill file in", &self.dir, e);
+        let file = match &self.file {
+            Some(file) => Some(file.try_clone().map_err(failed)?),
+            None => None,
+        };
+        Ok(SpillReader {
+            file,
+            dir: self.dir.clone(),
+            decompressor: None,
+        })
+    }
+
+    /// The zstd context, made on first use.
+    fn compressor(&mut self) -> io::Result<&mut zstd::bulk::Compressor<'static>> {
+        if self.compressor.is_none() {
+            self.compressor = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        // Some: set just above when it was not.
+        Ok(self.compressor.as_mut().expect("made above"))
+    }
+
+    fn failed(&self, action: &'static str, e: io::Error) -> SinkError {
+        SinkError::io(action, &self.dir, e)
+    }
+}
+
+/// Reads the spill file's chunks back (the spill's rows are all written by
+/// then).
+pub(super) struct SpillReader {
+    /// None when no chunk was ever written (every row is in a tail).
+    file: Option<File>,
+    dir: PathBuf,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl SpillReader {
     /// Part `part` of `spilled`'s rows, in the order they were spilled:
     /// each chunk read back from the file, then the rows still in memory.
     pub fn read_part<'s>(
@@ -193,77 +230,13 @@ impl Spill {
             .ok_or_else(|| failed(io::ErrorKind::NotFound.into()))?;
         let mut stored = vec![0; chunk.stored];
         read_exact_at(file, &mut stored, chunk.offset).map_err(failed)?;
-        let dir = self.dir.clone();
-        self.codecs()
-            .and_then(|(_, decompressor)| decompressor.decompress(&stored, chunk.raw))
-            .map(Cow::Owned)
-            .map_err(|e| SinkError::io("read rows back from a spill file in", &dir, e))
-    }
-
-    /// A reader of the spill file for another thread, with zstd's context
-    /// of its own.
-    pub fn reader(&self) -> Result<SpillReader, SinkError> {
-        let failed = |e| SinkError::io("read rows back from a spill file in", &self.dir, e);
-        let file = match &self.file {
-            Some(file) => Some(file.try_clone().map_err(failed)?),
-            None => None,
+        let decompressor = match &mut self.decompressor {
+            Some(decompressor) => decompressor,
+            None => self
+                .decompressor
+                .insert(zstd::bulk::Decompressor::new().map_err(failed)?),
         };
-        Ok(SpillReader {
-            file,
-            dir: self.dir.clone(),
-            decompressor: zstd::bulk::Decompressor::new().map_err(failed)?,
-        })
-    }
-
-    /// The zstd contexts, made on first use.
-    fn codecs(
-        &mut self,
-    ) -> io::Result<&mut (
-        zstd::bulk::Compressor<'static>,
-        zstd::bulk::Decompressor<'static>,
-    )> {
-        if self.zstd.is_none() {
-            let pair = (
-                zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
-                zstd::bulk::Decompressor::new()?,
-            );
-            self.zstd = Some(pair);
-        }
-        Ok(self.zstd.as_mut().expect("made above"))
-    }
-
-    fn failed(&self, action: &'static str, e: io::Error) -> SinkError {
-        SinkError::io(action, &self.dir, e)
-    }
-}
-
-/// Reads the spill file's chunks back on a thread of its own (the spill's
-/// rows are all written by then).
-pub(super) struct SpillReader {
-    /// None when no chunk was ever written (every row is in a tail).
-    file: Option<File>,
-    dir: PathBuf,
-    decompressor: zstd::bulk::Decompressor<'static>,
-}
-
-impl SpillReader {
-    /// [`Spill::read_part`], from this reader.
-    pub fn read_part<'s>(
-        &mut self,
-        spilled: &'s Spilled,
-        part: usize,
-    ) -> Result<Cow<'s, [u8]>, SinkError> {
-        let Some(chunk) = spilled.chunks.get(part) else {
-            return Ok(Cow::Borrowed(&spilled.tail));
-        };
-        let failed = |e| SinkError::io("read rows back from a spill file in", &self.dir, e);
-        let file = self
-            .file
-            .as_ref()
-            .ok_or_else(|| failed(io::ErrorKind::NotFound.into()))?;
-        let mut stored = vec![0; chunk.stored];
-        read_exact_at(file, &mut stored, chunk.offset).map_err(failed)?;
-        self.decompressor
+        decompressor
             .decompress(&stored, chunk.raw)
             .map(Cow::Owned)
             .map_err(failed)

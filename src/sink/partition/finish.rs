@@ -16,10 +16,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use chrono::NaiveDate;
 
-use super::{COMMIT_ROWS, MAX_FILE_BYTES, PartitionedWriter};
+use super::{Batch, MAX_FILE_BYTES, PartitionedWriter};
 use crate::ledger::Ledger;
 use crate::schema::Row;
-use crate::sink::file::{Links, OpenFile, Published};
+use crate::sink::file::{Links, OpenFile};
 use crate::sink::spill::{SpillReader, Spilled, SpilledRows};
 use crate::sink::{FileNamer, SinkError};
 
@@ -44,13 +44,6 @@ enum Handed {
     /// A date's spilled rows are all in its file.
     Done(Box<OpenFile>),
     Failed(SinkError),
-}
-
-/// Published files not yet committed, and their rows.
-#[derive(Default)]
-struct Batch {
-    files: Vec<Published>,
-    rows: u64,
 }
 
 impl<R: Row> PartitionedWriter<R> {
@@ -195,23 +188,6 @@ impl<R: Row> PartitionedWriter<R> {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    /// Adds a published file to the batch, committing the batch once it
-    /// holds [`COMMIT_ROWS`] rows.
-    fn add_to(
-        &mut self,
-        batch: &mut Batch,
-        published: Published,
-        ledger: &mut Ledger,
-    ) -> Result<(), SinkError> {
-        batch.rows += published.file.rows;
-        batch.files.push(published);
-        if batch.rows >= COMMIT_ROWS {
-            batch.rows = 0;
-            self.commit(std::mem::take(&mut batch.files), ledger)?;
-        }
-        Ok(())
     }
 }
 
