@@ -126,10 +126,13 @@ fn classify<T>(
 
 /// The budget an answer's `X-RateLimit-*` headers announce, for the pacer.
 fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Allowance> {
-    let (remaining, reset) = retry::allowance(headers, now)?;
+    let announced = retry::allowance(headers, now)?;
     Some(Allowance {
-        remaining,
-        reset: reset.map(|wait| tokio::time::Instant::now() + wait),
+        remaining: announced.remaining,
+        limit: announced.limit,
+        reset: announced
+            .reset
+            .map(|wait| tokio::time::Instant::now() + wait),
     })
 }
 

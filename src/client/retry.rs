@@ -39,10 +39,20 @@ pub fn announced_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
     None
 }
 
-/// The budget an answer's `X-RateLimit-Remaining` (with `-Reset`)
-/// announces, with the reset as a wait from `now`; `None` when the answer
-/// has no (readable) `X-RateLimit-Remaining`.
-pub fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<(u64, Option<Duration>)> {
+/// What an answer's `X-RateLimit-*` headers announce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Announced {
+    pub remaining: u64,
+    /// `X-RateLimit-Limit`: the budget's size, when sent.
+    pub limit: Option<u64>,
+    /// `X-RateLimit-Reset` as a wait from now.
+    pub reset: Option<Duration>,
+}
+
+/// The budget an answer's `X-RateLimit-Remaining` (with `-Limit` and
+/// `-Reset`) announces, with the reset as a wait from `now`; `None` when the
+/// answer has no (readable) `X-RateLimit-Remaining`.
+pub fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
     let number = |name: &str| {
         let value = headers.get(name)?.to_str().ok()?.trim();
         // Some servers send a fraction of a token.
@@ -51,8 +61,11 @@ pub fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<(u64, Option<Du
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    let remaining = number("x-ratelimit-remaining")?.floor() as u64;
-    Some((remaining, reset_after(headers, now)))
+    Some(Announced {
+        remaining: number("x-ratelimit-remaining")?.floor() as u64,
+        limit: number("x-ratelimit-limit").map(|l| l.floor() as u64),
+        reset: reset_after(headers, now),
+    })
 }
 
 /// How long until `X-RateLimit-Reset`: epoch seconds, epoch milliseconds, or
@@ -214,14 +227,27 @@ mod tests {
                 ("x-ratelimit-remaining", "7"),
                 ("x-ratelimit-reset", "1764704003")
             ]),
-            Some((7, Some(Duration::from_secs(3))))
+            Some(Announced {
+                remaining: 7,
+                limit: None,
+                reset: Some(Duration::from_secs(3))
+            })
         );
         // A fraction of a token, a delay instead of an instant, no reset.
         assert_eq!(
-            budget(&[("x-ratelimit-remaining", "2.6"), ("x-ratelimit-reset", "2")]),
-            Some((2, Some(Duration::from_secs(2))))
+            budget(&[
+                ("x-ratelimit-remaining", "2.6"),
+                ("x-ratelimit-limit", "10"),
+                ("x-ratelimit-reset", "2")
+            ]),
+            Some(Announced {
+                remaining: 2,
+                limit: Some(10),
+                reset: Some(Duration::from_secs(2))
+            })
         );
-        assert_eq!(budget(&[("x-ratelimit-remaining", "0")]), Some((0, None)));
+        let bare = budget(&[("x-ratelimit-remaining", "0")]);
+        assert_eq!(bare.map(|b| (b.remaining, b.reset)), Some((0, None)));
         assert_eq!(budget(&[("x-ratelimit-remaining", "-1")]), None);
         assert_eq!(budget(&[("x-ratelimit-limit", "100")]), None);
     }

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use super::curve::Curve;
 use super::delivery::{CERTAIN_SAMPLE, Delivery};
+use super::reading::Reading;
 
 /// The rate restarts at this share of the ceiling after a signal.
 pub const BETA: f64 = 0.95;
@@ -51,10 +52,15 @@ const CONFIRM_SHARE: f64 = 0.05;
 /// A reading on fewer than [`CERTAIN_SAMPLE`] answers cuts the rate to no
 /// less than this share of it.
 const SMALL_SAMPLE_CUT: f64 = 0.5;
+/// A reading on fewer answers than this is rough: probed again soon.
+const ROUGH_SAMPLE: f64 = 10.0;
 /// Delivery at this share of the rate sent is everything sent.
 const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
 const BLIND_CUT: f64 = 4.0;
+/// A rate raised to the room a budget showed gets there this fast: the
+/// room was measured, not guessed.
+const ROOM_CLIMB: Duration = Duration::from_secs(1);
 /// A 429 this soon after sending resumed bounds the server's burst.
 const FAST: Duration = Duration::from_millis(50);
 
@@ -66,30 +72,6 @@ pub enum Signal {
     /// The budget `X-RateLimit-Remaining` announced ran out this long before
     /// its reset: sending holds until then, with no request refused.
     BudgetLow(Duration),
-}
-
-/// What a signal measured, kept so answers still on the wire can add to it.
-#[derive(Debug, Clone, Copy)]
-struct Reading {
-    accepted: f64,
-    /// The span measured over; `None` when the 429 came at once.
-    span: Option<Duration>,
-    /// An announced budget ran out (no 429).
-    spent: bool,
-    /// Accepted since sending resumed, and over how long: what the budget
-    /// lasted.
-    budget_used: (f64, Duration),
-    /// The server's burst, taken off `accepted`.
-    burst: f64,
-    /// The rate being sent at the signal.
-    sent: f64,
-    /// What the last cycle, pause included, delivered per second.
-    floor: f64,
-    pause: Duration,
-    /// When sending resumes.
-    start: Instant,
-    /// The ceiling and confirmations before the signal.
-    before: (Option<f64>, u32),
 }
 
 /// The adaptive rate and everything it learned.
@@ -115,6 +97,9 @@ pub struct Controller {
     reading: Option<Reading>,
     /// When sending last resumed after a pause (or began).
     resumed_at: Instant,
+    /// How long that pause was: a bucket refills only so much during it.
+    /// `None` at the start, when a bucket is full.
+    refilled_for: Option<Duration>,
     /// When the last signal came.
     signalled_at: Option<Instant>,
     accepted: Delivery,
@@ -139,6 +124,7 @@ impl Controller {
             burst_probe: None,
             reading: None,
             resumed_at: now,
+            refilled_for: None,
             signalled_at: None,
             accepted: Delivery::default(),
         };
@@ -203,14 +189,15 @@ impl Controller {
         };
         if curve.outgrown(now) && self.rate < self.max {
             // No signal for two epochs: the limit is higher than thought.
-            // Probe on from here, each time sooner and twice as far, as
-            // slow start searches.
+            // Probe on from here at once, each time sooner and twice as far,
+            // as slow start searches.
             self.ceiling = Some(self.rate);
             self.outgrown += 1;
             self.confirmed = 0;
             let epoch = (curve.epoch / 2).max(K_MIN);
             let probe = (1.0 - BETA) * f64::from(1u32 << self.outgrown.min(4));
-            self.curve = Some(Curve::new(now, self.rate, self.rate, epoch, probe));
+            let next = self.rate * (1.0 + probe);
+            self.curve = Some(Curve::with_climb(now, self.rate, next, epoch, epoch, probe));
         }
         let target = self.curve.map_or(self.max, |c| c.rate_at(now));
         self.rate = self.bounded(target);
@@ -221,14 +208,12 @@ impl Controller {
     /// the climb starts when sending resumes (after a 429's pause).
     pub fn on_signal(&mut self, signal: Signal, now: Instant) {
         let (accepted, span) = self.accepted.recent(self.resumed_at, now);
-        if let Some(probe) = self.burst_probe.take() {
-            self.burst_seen = Some(self.burst_seen.map_or(probe, |b| b.min(probe)));
-        }
-        let (pause, burst) = match signal {
-            Signal::RateLimited(wait) => (wait, self.burst_seen.unwrap_or(0.0)),
-            Signal::BudgetLow(hold) => (hold, 0.0),
-        };
-        let fast = matches!(signal, Signal::RateLimited(_)) && span < FAST;
+        let (pause, burst) = self.pause_and_burst(signal);
+        // At once means before the rate could have sent more than a few
+        // beyond what was accepted: at 100/s, five answers in 50 ms are the
+        // rate itself, not a burst let through.
+        let at_once = (accepted as f64) < self.rate * FAST.as_secs_f64() / 2.0;
+        let fast = matches!(signal, Signal::RateLimited(_)) && span < FAST && at_once;
         if fast {
             // Refused this soon after resuming, the server let through little
             // more than its burst: those answered so far, and those still on
@@ -266,10 +251,58 @@ impl Controller {
             span_secs = span.as_secs_f64(),
             ceiling = self.ceiling,
             rate = self.rate,
+            floor = reading.floor,
             confirmed = self.confirmed,
             "rate signal"
         );
         self.reading = Some(reading);
+    }
+
+    /// The pause a signal imposes and the server's burst to take off what
+    /// it accepted since sending resumed.
+    fn pause_and_burst(&mut self, signal: Signal) -> (Duration, f64) {
+        if let Some(probe) = self.burst_probe.take() {
+            self.burst_seen = Some(self.burst_seen.map_or(probe, |b| b.min(probe)));
+        }
+        // A bucket holds its burst only after a pause long enough to refill
+        // it: after a wait of a few milliseconds it holds a token or two,
+        // and taking off a whole burst would read the limit far too low.
+        let refilled = self
+            .refilled_for
+            .map_or(f64::INFINITY, |p| 1.0 + self.rate * p.as_secs_f64());
+        let (pause, burst) = match signal {
+            Signal::RateLimited(wait) => (wait, self.burst_seen.unwrap_or(0.0).min(refilled)),
+            Signal::BudgetLow(hold) => (hold, 0.0),
+        };
+        self.refilled_for = Some(pause);
+        (pause, burst)
+    }
+
+    /// Answers showed budget left unused at a steady rate: the server
+    /// accepts `room` per second with a little to spare (see `headroom`).
+    /// The ceiling rises to it and the rate climbs there within
+    /// [`ROOM_CLIMB`]; unless the ceiling is already that high.
+    pub fn on_headroom(&mut self, room: f64, now: Instant) {
+        // Room beyond the configured rate says only that the configured rate
+        // is the limit; paced exactly at it, a budget of that size runs out.
+        let room = self.bounded(room).min(self.max * (1.0 - MARGIN));
+        if room <= self.rate || self.ceiling.is_some_and(|c| c >= room) {
+            return;
+        }
+        tracing::debug!(
+            room,
+            rate = self.rate,
+            "budget left unused; raising the ceiling"
+        );
+        self.ceiling = Some(room);
+        self.confirmed = 0;
+        self.outgrown = 0;
+        let epoch = self.curve.map_or(K_MIN, |c| c.epoch).max(K_MIN);
+        let probe = 1.0 - BETA;
+        self.curve = Some(Curve::with_climb(
+            now, self.rate, room, ROOM_CLIMB, epoch, probe,
+        ));
+        self.advance(now);
     }
 
     /// Sets the ceiling and the climb from a reading (again, as answers that
@@ -292,8 +325,7 @@ impl Controller {
             // the hold, so it is worth that much per span plus hold (less,
             // when the reset is rounded up to a whole second).
             Some(delivered) if reading.spent && delivered >= reading.sent * SPENT_FULLY => {
-                let (used, span) = reading.budget_used;
-                used / (span + reading.pause).as_secs_f64()
+                reading.budget_worth(delivered)
             }
             // A reading on few answers is noisy: it halves the rate at most.
             Some(delivered) if sample < CERTAIN_SAMPLE => {
@@ -311,10 +343,12 @@ impl Controller {
         self.ceiling = Some(found);
         let plateau = found * (1.0 - MARGIN);
         let from = self.bounded(found * BETA);
-        // Nothing measured: probe again soon.
+        // Nothing measured, or too little to tell the limit within 5 %
+        // (half an answer in ten): probe again soon, where a longer climb
+        // measures it better, before holding a plateau that may be low.
         let epoch = match measured {
-            Some(_) => self.epoch(reading.pause),
-            None => K_MIN,
+            Some(_) if sample >= ROUGH_SAMPLE || reading.spent => self.epoch(reading.pause),
+            _ => K_MIN,
         };
         let curve = Curve::new(reading.start, from, plateau, epoch, 1.0 - BETA);
         self.curve = Some(curve);
@@ -435,13 +469,42 @@ mod tests {
 
     #[test]
     fn exact_waits_keep_refusals_rare() {
-        let mut bench = Bench::new(5.0);
-        let mut c = Controller::new(2000.0, None, bench.now);
-        bench.run(&mut c, 60.0, |_| 100.0, None);
-        let share = share_of(100.0, bench.accepted, 60.0);
-        assert!(share >= 0.95, "{share:.3} of R");
-        let refused = bench.refused as f64 / (bench.accepted + bench.refused) as f64;
-        assert!(refused <= 0.02, "{refused:.4} refused");
+        // At 5R the wait after the first 429 is a few milliseconds, so the
+        // bucket holds a token or two when sending resumes, not its burst.
+        for factor in [5.0, 20.0] {
+            let mut bench = Bench::new(5.0);
+            let mut c = Controller::new(100.0 * factor, None, bench.now);
+            bench.run(&mut c, 60.0, |_| 100.0, None);
+            let share = share_of(100.0, bench.accepted, 60.0);
+            assert!(share >= 0.95, "at {factor}R: {share:.3} of R");
+            let refused = bench.refused as f64 / (bench.accepted + bench.refused) as f64;
+            assert!(refused <= 0.02, "at {factor}R: {refused:.4} refused");
+        }
+    }
+
+    #[test]
+    fn a_429_among_the_first_requests_at_the_rate_itself_is_no_blind_cut() {
+        // At 100/s, five answers accepted in 45 ms, then a 429: that is the
+        // rate itself, not a burst let through far above the limit.
+        let start = Instant::now();
+        let mut c = Controller::new(100.0, None, start);
+        let mut t = start;
+        for _ in 0..5 {
+            t += Duration::from_millis(9);
+            c.on_accepted(t, false);
+        }
+        c.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
+        let ceiling = c.ceiling().unwrap();
+        assert!(ceiling >= 90.0, "cut blindly to {ceiling}");
+        // Far above, the same five answers are a burst: a blind cut.
+        let mut fast = Controller::new(2000.0, None, start);
+        let mut t = start;
+        for _ in 0..5 {
+            t += Duration::from_micros(500);
+            fast.on_accepted(t, false);
+        }
+        fast.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
+        assert_eq!(fast.ceiling(), Some(500.0));
     }
 
     #[test]
@@ -509,5 +572,71 @@ mod tests {
         let ceiling = c.ceiling().unwrap();
         assert!((190.0..=210.0).contains(&ceiling), "{ceiling}");
         assert!((c.rate() - ceiling * BETA).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_budget_spent_after_a_long_stretch_at_the_maximum_cuts_mildly() {
+        // 100/s (the maximum) accepted for 10 s, then a hold of 0.9 s to a
+        // whole-second reset: the rate was only a little too fast.
+        let start = Instant::now();
+        let mut c = Controller::new(100.0, None, start);
+        let mut t = start;
+        for _ in 0..1000 {
+            t += Duration::from_millis(10);
+            c.on_accepted(t, false);
+        }
+        c.on_signal(Signal::BudgetLow(Duration::from_millis(900)), t);
+        let ceiling = c.ceiling().unwrap();
+        assert!((97.0..=100.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn a_sliding_window_read_low_is_corrected_by_the_room_it_shows() {
+        use super::super::headroom::Headroom;
+        use std::collections::VecDeque;
+        const LIMIT: u64 = 100;
+        let window = Duration::from_secs(1);
+        // A burst at 20x the limit spends a one-second log of 100 in 50 ms;
+        // its reset, rounded up to a whole second, holds sending 1.5 s.
+        let start = Instant::now();
+        let mut c = Controller::new(2000.0, None, start);
+        let mut now = start;
+        let mut log: VecDeque<Instant> = VecDeque::new();
+        for _ in 0..LIMIT {
+            now += Duration::from_micros(500);
+            log.push_back(now);
+            c.on_accepted(now, false);
+        }
+        let hold = Duration::from_millis(1500);
+        c.on_signal(Signal::BudgetLow(hold), now);
+        let low = c.ceiling().unwrap();
+        assert!(low < 70.0, "the first reading is low: {low}");
+        now += hold;
+        let mut room = Headroom::default();
+        let end = now + Duration::from_secs(8);
+        let mut credit = 0.0;
+        while now < end {
+            now += Duration::from_millis(1);
+            c.advance(now);
+            credit += c.rate() * 0.001;
+            while credit >= 1.0 {
+                credit -= 1.0;
+                while log.front().is_some_and(|&s| s + window <= now) {
+                    log.pop_front();
+                }
+                assert!((log.len() as u64) < LIMIT, "overspent at {}", c.rate());
+                log.push_back(now);
+                c.on_accepted(now, false);
+                let leaves = log[0] + window - start;
+                let reset = start + Duration::from_secs(leaves.as_secs() + 1);
+                let remaining = LIMIT - log.len() as u64;
+                if let Some(r) = room.on_answer(now, c.rate(), remaining, Some(LIMIT), Some(reset))
+                {
+                    c.on_headroom(r, now);
+                }
+            }
+        }
+        let rate = c.rate();
+        assert!((95.0..=99.0).contains(&rate), "settled at {rate}");
     }
 }

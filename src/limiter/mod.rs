@@ -10,7 +10,8 @@
 //!   sending holds until the reset once nothing is. A hold is a signal too,
 //!   so the rate settles where the budget lasts.
 //! - **Rate.** The controller (see `control`) learns the server's real limit
-//!   from 429s and holds; it never exceeds `fetch.requests_per_second`.
+//!   from 429s and holds; it never exceeds `fetch.requests_per_second`. A
+//!   budget left unused over a steady stretch (see `headroom`) raises it.
 //!   Below that rate the burst is at most two, and every new limiter (after
 //!   a pause, or when the rate moves) starts with its burst spent.
 //!
@@ -20,6 +21,8 @@
 mod control;
 mod curve;
 mod delivery;
+mod headroom;
+mod reading;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -29,6 +32,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use control::{Controller, Signal};
+use headroom::Headroom;
 
 /// The limiter is rebuilt when the rate moved by more than this share; each
 /// rebuild costs up to one period of sending, so small moves wait...
@@ -41,6 +45,8 @@ const REINSTALL_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allowance {
     pub remaining: u64,
+    /// `X-RateLimit-Limit`, if sent.
+    pub limit: Option<u64>,
     /// When the budget is restored, if announced.
     pub reset: Option<Instant>,
 }
@@ -76,6 +82,7 @@ struct State {
     epoch: u64,
     paused_until: Option<Instant>,
     budget: Option<Budget>,
+    headroom: Headroom,
     /// Requests sent so far.
     sent: u64,
 }
@@ -104,6 +111,7 @@ impl Pacer {
                 epoch: 0,
                 paused_until: None,
                 budget: None,
+                headroom: Headroom::default(),
                 sent: 0,
             }),
         }
@@ -176,6 +184,7 @@ impl Pacer {
         let now = Instant::now();
         let mut state = self.state();
         let until = now + wait;
+        state.headroom.restart();
         if state.paused_until.is_none_or(|t| t < until) {
             state.paused_until = Some(until);
         }
@@ -194,16 +203,27 @@ impl Pacer {
     pub fn on_answer(&self, ticket: Ticket, allowance: Option<Allowance>) {
         let now = Instant::now();
         let mut state = self.state();
+        let sent_before = ticket.epoch < state.epoch;
         if let Some(allowance) = allowance {
             state.note_budget(ticket, allowance, now);
+            let (remaining, limit, reset) = (allowance.remaining, allowance.limit, allowance.reset);
+            let room = (!sent_before)
+                .then(|| {
+                    let rate = state.control.rate();
+                    state.headroom.on_answer(now, rate, remaining, limit, reset)
+                })
+                .flatten();
+            if let Some(room) = room {
+                state.control.on_headroom(room, now);
+            }
         }
-        let sent_before = ticket.epoch < state.epoch;
         state.control.on_accepted(now, sent_before);
         self.follow(&mut state, now, false);
     }
 
     fn signal(&self, state: &mut State, signal: Signal, now: Instant) {
         state.epoch += 1;
+        state.headroom.restart();
         state.control.on_signal(signal, now);
         self.follow(state, now, true);
     }
@@ -370,6 +390,7 @@ mod tests {
         let reset = Instant::now() + Duration::from_secs(2);
         let allowance = Allowance {
             remaining: 3,
+            limit: None,
             reset: Some(reset),
         };
         pacer.on_answer(first, Some(allowance));
@@ -396,6 +417,7 @@ mod tests {
             first,
             Some(Allowance {
                 remaining: 5,
+                limit: None,
                 reset: Some(reset),
             }),
         );

@@ -102,6 +102,41 @@ async fn an_announced_budget_is_spent_without_a_429() {
 }
 
 #[tokio::test]
+async fn a_sliding_window_is_never_overspent_nor_learned_above_its_limit() {
+    // A one-second sliding log of 40 requests, announced on every answer
+    // with its reset rounded up to a whole second (so a spent budget looks
+    // up to twice as scarce as it is, and the room it shows afterwards
+    // raises the rate again); genledger is set 25 times above it.
+    let sim = start_sim(SimConfig {
+        rate_limit: Some(40.0),
+        limiter: LimiterKind::SlidingWindow,
+        rate_window: Duration::from_secs(1),
+        rate_headers: true,
+        rate_limit_style: RateLimitStyle::ResetSeconds,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(160, DAY, "sliding");
+    let input = write_lines(dir.path(), "ids.txt", &all);
+    let out = dir.path().join("out");
+    let mut settings = settings(&sim, &input, &out, Format::Csv);
+    settings.fetch.requests_per_second = 1000.0;
+    settings.fetch.concurrency = 1;
+    let report = export(&settings).await;
+    assert_eq!((report.exit_code, report.counts.exported), (0, 160));
+    assert_eq!(
+        sim.stats().rate_limited,
+        0,
+        "the budget was never overspent"
+    );
+    let learned = report.rate.learned.expect("a spent budget is a signal");
+    assert!(learned <= 44.0, "learned {learned}, above the log's 40/s");
+    let written: HashSet<String> = exported_ids(&out).into_iter().collect();
+    assert_eq!(written.len(), 160, "each ID exactly once");
+}
+
+#[tokio::test]
 async fn generations_logged_long_after_they_started_are_all_exported() {
     // Every generation ran up to 30 minutes; its metadata appears 6 s after
     // it ended (long enough that a loaded machine asks before), and the
