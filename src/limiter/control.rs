@@ -449,6 +449,17 @@ mod tests {
         accepted as f64 / (limit * secs)
     }
 
+    /// `n` accepted answers, one every `every` after `from`; returns the
+    /// last one's instant.
+    fn accept(c: &mut Controller, from: Instant, n: u32, every: Duration) -> Instant {
+        let mut t = from;
+        for _ in 0..n {
+            t += every;
+            c.on_accepted(t, false);
+        }
+        t
+    }
+
     #[test]
     fn finds_a_token_bucket_that_always_asks_for_a_whole_second() {
         for factor in [5.0, 20.0] {
@@ -488,21 +499,13 @@ mod tests {
         // rate itself, not a burst let through far above the limit.
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);
-        let mut t = start;
-        for _ in 0..5 {
-            t += Duration::from_millis(9);
-            c.on_accepted(t, false);
-        }
+        let t = accept(&mut c, start, 5, Duration::from_millis(9));
         c.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
         let ceiling = c.ceiling().unwrap();
         assert!(ceiling >= 90.0, "cut blindly to {ceiling}");
         // Far above, the same five answers are a burst: a blind cut.
         let mut fast = Controller::new(2000.0, None, start);
-        let mut t = start;
-        for _ in 0..5 {
-            t += Duration::from_micros(500);
-            fast.on_accepted(t, false);
-        }
+        let t = accept(&mut fast, start, 5, Duration::from_micros(500));
         fast.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
         assert_eq!(fast.ceiling(), Some(500.0));
     }
@@ -551,10 +554,7 @@ mod tests {
         assert_eq!(capped.ceiling(), Some(50.0));
         assert!(capped.rate() <= 50.0);
         let mut fresh = Controller::new(50.0, None, bench.now);
-        for _ in 0..1000 {
-            bench.now += Duration::from_millis(100);
-            fresh.on_accepted(bench.now, false);
-        }
+        accept(&mut fresh, bench.now, 1000, Duration::from_millis(100));
         assert_eq!(fresh.rate(), 50.0, "no signal, no change");
     }
 
@@ -562,11 +562,7 @@ mod tests {
     fn budget_holds_cut_without_a_pause() {
         let now = Instant::now();
         let mut c = Controller::new(1000.0, None, now);
-        let mut t = now;
-        for _ in 0..600 {
-            t += Duration::from_millis(5);
-            c.on_accepted(t, false);
-        }
+        let t = accept(&mut c, now, 600, Duration::from_millis(5));
         // 600 accepted in 3 s: 200/s delivered.
         c.on_signal(Signal::BudgetLow(Duration::from_millis(500)), t);
         let ceiling = c.ceiling().unwrap();
@@ -580,11 +576,7 @@ mod tests {
         // whole-second reset: the rate was only a little too fast.
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);
-        let mut t = start;
-        for _ in 0..1000 {
-            t += Duration::from_millis(10);
-            c.on_accepted(t, false);
-        }
+        let t = accept(&mut c, start, 1000, Duration::from_millis(10));
         c.on_signal(Signal::BudgetLow(Duration::from_millis(900)), t);
         let ceiling = c.ceiling().unwrap();
         assert!((97.0..=100.0).contains(&ceiling), "{ceiling}");

@@ -204,17 +204,17 @@ impl Pacer {
         let now = Instant::now();
         let mut state = self.state();
         let sent_before = ticket.epoch < state.epoch;
-        if let Some(allowance) = allowance {
-            state.note_budget(ticket, allowance, now);
-            let (remaining, limit, reset) = (allowance.remaining, allowance.limit, allowance.reset);
-            let room = (!sent_before)
-                .then(|| {
-                    let rate = state.control.rate();
-                    state.headroom.on_answer(now, rate, remaining, limit, reset)
-                })
-                .flatten();
-            if let Some(room) = room {
-                state.control.on_headroom(room, now);
+        if let Some(a) = allowance {
+            state.note_budget(ticket, a, now);
+            // Answers sent before the last signal speak for the old rate.
+            if !sent_before {
+                let rate = state.control.rate();
+                let room = state
+                    .headroom
+                    .on_answer(now, rate, a.remaining, a.limit, a.reset);
+                if let Some(room) = room {
+                    state.control.on_headroom(room, now);
+                }
             }
         }
         state.control.on_accepted(now, sent_before);

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use genledger::config::Format;
+use genledger::export::summary::RunReport;
 use genledger::ledger::Ledger;
 use genledger::simulator::{LimiterKind, RateLimitStyle, SimConfig};
 
@@ -70,13 +71,20 @@ async fn a_server_that_always_asks_for_a_whole_second_is_learned_and_remembered(
     assert_eq!(written.len(), 200, "each ID exactly once");
 }
 
-#[tokio::test]
-async fn an_announced_budget_is_spent_without_a_429() {
-    // A fixed window of 40 requests per second with X-RateLimit-* on every
-    // answer; genledger is set far above it.
+/// Exports `n` IDs against a window of 40 requests per second that
+/// announces `X-RateLimit-*` on every answer, its reset in whole epoch
+/// seconds, with genledger set to 1000/s (25 times above it) and one request
+/// at a time: each answer's Remaining is then exact, so the budget is never
+/// overspent by requests already on the wire. Returns the run's report, the
+/// server's 429 count and the IDs written.
+async fn export_against_window(
+    limiter: LimiterKind,
+    n: usize,
+    tag: &str,
+) -> (RunReport, u64, HashSet<String>) {
     let sim = start_sim(SimConfig {
         rate_limit: Some(40.0),
-        limiter: LimiterKind::FixedWindow,
+        limiter,
         rate_window: Duration::from_secs(1),
         rate_headers: true,
         rate_limit_style: RateLimitStyle::ResetSeconds,
@@ -84,17 +92,23 @@ async fn an_announced_budget_is_spent_without_a_429() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let all = ids(100, DAY, "budget");
+    let all = ids(n, DAY, tag);
     let input = write_lines(dir.path(), "ids.txt", &all);
     let out = dir.path().join("out");
     let mut settings = settings(&sim, &input, &out, Format::Csv);
     settings.fetch.requests_per_second = 1000.0;
-    // One request at a time: each answer's Remaining is exact, so the budget
-    // is never overspent by requests already on the wire.
     settings.fetch.concurrency = 1;
     let report = export(&settings).await;
+    let written = exported_ids(&out).into_iter().collect();
+    (report, sim.stats().rate_limited, written)
+}
+
+#[tokio::test]
+async fn an_announced_budget_is_spent_without_a_429() {
+    let (report, rate_limited, _) =
+        export_against_window(LimiterKind::FixedWindow, 100, "budget").await;
     assert_eq!((report.exit_code, report.counts.exported), (0, 100));
-    assert_eq!(sim.stats().rate_limited, 0, "waited for the reset instead");
+    assert_eq!(rate_limited, 0, "waited for the reset instead");
     assert!(
         report.rate.learned.is_some(),
         "a spent budget is a signal too"
@@ -103,36 +117,15 @@ async fn an_announced_budget_is_spent_without_a_429() {
 
 #[tokio::test]
 async fn a_sliding_window_is_never_overspent_nor_learned_above_its_limit() {
-    // A one-second sliding log of 40 requests, announced on every answer
-    // with its reset rounded up to a whole second (so a spent budget looks
-    // up to twice as scarce as it is, and the room it shows afterwards
-    // raises the rate again); genledger is set 25 times above it.
-    let sim = start_sim(SimConfig {
-        rate_limit: Some(40.0),
-        limiter: LimiterKind::SlidingWindow,
-        rate_window: Duration::from_secs(1),
-        rate_headers: true,
-        rate_limit_style: RateLimitStyle::ResetSeconds,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let all = ids(160, DAY, "sliding");
-    let input = write_lines(dir.path(), "ids.txt", &all);
-    let out = dir.path().join("out");
-    let mut settings = settings(&sim, &input, &out, Format::Csv);
-    settings.fetch.requests_per_second = 1000.0;
-    settings.fetch.concurrency = 1;
-    let report = export(&settings).await;
+    // A sliding log's reset is when its oldest request leaves, rounded up
+    // to a whole second: a spent budget looks up to twice as scarce as it
+    // is, and the room it shows afterwards raises the rate again.
+    let (report, rate_limited, written) =
+        export_against_window(LimiterKind::SlidingWindow, 160, "sliding").await;
     assert_eq!((report.exit_code, report.counts.exported), (0, 160));
-    assert_eq!(
-        sim.stats().rate_limited,
-        0,
-        "the budget was never overspent"
-    );
+    assert_eq!(rate_limited, 0, "the budget was never overspent");
     let learned = report.rate.learned.expect("a spent budget is a signal");
     assert!(learned <= 44.0, "learned {learned}, above the log's 40/s");
-    let written: HashSet<String> = exported_ids(&out).into_iter().collect();
     assert_eq!(written.len(), 160, "each ID exactly once");
 }
 
