@@ -133,6 +133,7 @@ fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Allowance> {
         reset: announced
             .reset
             .map(|wait| tokio::time::Instant::now() + wait),
+        reset_rounded: announced.reset_rounded,
     })
 }
 

@@ -34,7 +34,7 @@ pub fn announced_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
     }
     let exhausted = header("x-ratelimit-remaining").is_some_and(|v| v == "0");
     if exhausted {
-        return reset_after(headers, now);
+        return reset_after(headers, now).map(|(wait, _)| wait);
     }
     None
 }
@@ -47,6 +47,9 @@ pub struct Announced {
     pub limit: Option<u64>,
     /// `X-RateLimit-Reset` as a wait from now.
     pub reset: Option<Duration>,
+    /// The reset came in whole seconds: rounded up, it may lie up to a
+    /// second after the budget really comes back.
+    pub reset_rounded: bool,
 }
 
 /// The budget an answer's `X-RateLimit-Remaining` (with `-Limit` and
@@ -61,16 +64,19 @@ pub fn allowance(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
+    let reset = reset_after(headers, now);
     Some(Announced {
         remaining: number("x-ratelimit-remaining")?.floor() as u64,
         limit: number("x-ratelimit-limit").map(|l| l.floor() as u64),
-        reset: reset_after(headers, now),
+        reset: reset.map(|(wait, _)| wait),
+        reset_rounded: reset.is_some_and(|(_, rounded)| rounded),
     })
 }
 
 /// How long until `X-RateLimit-Reset`: epoch seconds, epoch milliseconds, or
-/// seconds from now (the unit is undocumented, so the size tells).
-fn reset_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// seconds from now (the unit is undocumented, so the size tells); and
+/// whether it came in whole seconds.
+fn reset_after(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, bool)> {
     let reset = headers
         .get("x-ratelimit-reset")?
         .to_str()
@@ -88,7 +94,9 @@ fn reset_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         // A small number is a delay, not an instant.
         r => now_secs + r,
     };
-    non_negative_secs(reset_secs - now_secs).or(Some(Duration::ZERO))
+    let whole_seconds = reset < 1e12 && reset.fract() == 0.0;
+    let wait = non_negative_secs(reset_secs - now_secs).unwrap_or(Duration::ZERO);
+    Some((wait, whole_seconds))
 }
 
 fn non_negative_secs(secs: f64) -> Option<Duration> {
@@ -230,7 +238,8 @@ mod tests {
             Some(Announced {
                 remaining: 7,
                 limit: None,
-                reset: Some(Duration::from_secs(3))
+                reset: Some(Duration::from_secs(3)),
+                reset_rounded: true,
             })
         );
         // A fraction of a token, a delay instead of an instant, no reset.
@@ -243,11 +252,25 @@ mod tests {
             Some(Announced {
                 remaining: 2,
                 limit: Some(10),
-                reset: Some(Duration::from_secs(2))
+                reset: Some(Duration::from_secs(2)),
+                reset_rounded: true,
             })
         );
+        // Epoch milliseconds, or a fraction of a second, are not rounded.
+        let fine = |reset: &str| {
+            budget(&[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset", reset)])
+                .map(|b| (b.reset, b.reset_rounded))
+        };
+        assert_eq!(
+            fine("1764704000250"),
+            Some((Some(Duration::from_millis(250)), false))
+        );
+        assert_eq!(fine("0.5"), Some((Some(Duration::from_millis(500)), false)));
         let bare = budget(&[("x-ratelimit-remaining", "0")]);
-        assert_eq!(bare.map(|b| (b.remaining, b.reset)), Some((0, None)));
+        assert_eq!(
+            bare.map(|b| (b.remaining, b.reset, b.reset_rounded)),
+            Some((0, None, false))
+        );
         assert_eq!(budget(&[("x-ratelimit-remaining", "-1")]), None);
         assert_eq!(budget(&[("x-ratelimit-limit", "100")]), None);
     }

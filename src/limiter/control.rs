@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::curve::Curve;
-use super::delivery::{CERTAIN_SAMPLE, Delivery};
-use super::reading::Reading;
+use super::curve::{Curve, Ramp};
+use super::delivery::Delivery;
+use super::reading::{BLIND_CUT, Found, Reading};
 
 /// The rate restarts at this share of the ceiling after a signal.
 pub const BETA: f64 = 0.95;
@@ -49,15 +49,9 @@ const K_MIN: Duration = Duration::from_secs(2);
 const K_MAX: Duration = Duration::from_secs(120);
 /// Two ceilings within this share of each other confirm each other.
 const CONFIRM_SHARE: f64 = 0.05;
-/// A reading on fewer than [`CERTAIN_SAMPLE`] answers cuts the rate to no
-/// less than this share of it.
-const SMALL_SAMPLE_CUT: f64 = 0.5;
-/// A reading on fewer answers than this is rough: probed again soon.
-const ROUGH_SAMPLE: f64 = 10.0;
-/// Delivery at this share of the rate sent is everything sent.
-const SPENT_FULLY: f64 = 0.9;
-/// When nothing could be measured, the ceiling is the rate divided by this.
-const BLIND_CUT: f64 = 4.0;
+/// After a blind cut the rate climbs from a quarter of it, through it, in
+/// this long (and on, at that slope).
+const RAMP: Duration = Duration::from_secs(1);
 /// A rate raised to the room a budget showed gets there this fast: the
 /// room was measured, not guessed.
 const ROOM_CLIMB: Duration = Duration::from_secs(1);
@@ -69,9 +63,10 @@ const FAST: Duration = Duration::from_millis(50);
 pub enum Signal {
     /// A 429 that paused every request for this long.
     RateLimited(Duration),
-    /// The budget `X-RateLimit-Remaining` announced ran out this long before
-    /// its reset: sending holds until then, with no request refused.
-    BudgetLow(Duration),
+    /// The budget `X-RateLimit-Remaining` announced ran out `hold` before
+    /// its reset: sending holds until then, with no request refused. A reset
+    /// `rounded` up to a whole second may come up to a second sooner.
+    BudgetLow { hold: Duration, rounded: bool },
 }
 
 /// The adaptive rate and everything it learned.
@@ -83,6 +78,8 @@ pub struct Controller {
     /// from an earlier run). `None` until a first signal.
     ceiling: Option<f64>,
     curve: Option<Curve>,
+    /// After a blind cut, the climb that replaces the curve until a signal.
+    ramp: Option<Ramp>,
     /// Consecutive signals that found nearly the same ceiling.
     confirmed: u32,
     /// Consecutive climbs that passed their ceiling with no signal.
@@ -118,6 +115,7 @@ impl Controller {
             rate: max,
             ceiling,
             curve: None,
+            ramp: None,
             confirmed: 0,
             outgrown: 0,
             burst_seen: None,
@@ -184,6 +182,10 @@ impl Controller {
 
     /// Moves the rate along its curve.
     pub fn advance(&mut self, now: Instant) {
+        if let Some(ramp) = self.ramp {
+            self.rate = self.bounded(ramp.rate_at(now));
+            return;
+        }
         let Some(curve) = self.curve else {
             return;
         };
@@ -227,10 +229,14 @@ impl Controller {
             self.accepted.since(at) as f64 / cycle.max(f64::EPSILON)
         });
         self.signalled_at = Some(now);
+        // A 429 on a ramp: where the ramp stood, and the limit it implies.
+        let refused = matches!(signal, Signal::RateLimited(_));
+        let ramp = self.ramp.take().filter(|_| refused);
         let reading = Reading {
             accepted: accepted as f64,
             span: (!fast).then_some(span),
-            spent: matches!(signal, Signal::BudgetLow(_)),
+            spent: matches!(signal, Signal::BudgetLow { .. }),
+            rounded: matches!(signal, Signal::BudgetLow { rounded: true, .. }),
             budget_used: (
                 self.accepted.since(self.resumed_at) as f64,
                 now.saturating_duration_since(self.resumed_at),
@@ -241,6 +247,7 @@ impl Controller {
             start: now + pause,
             pause,
             before: (self.ceiling, self.confirmed),
+            ramp: ramp.map(|r| (r.from, r.limit_when_refused(self.rate, burst))),
         };
         // The next measurement starts when sending resumes.
         self.resumed_at = reading.start;
@@ -272,7 +279,7 @@ impl Controller {
             .map_or(f64::INFINITY, |p| 1.0 + self.rate * p.as_secs_f64());
         let (pause, burst) = match signal {
             Signal::RateLimited(wait) => (wait, self.burst_seen.unwrap_or(0.0).min(refilled)),
-            Signal::BudgetLow(hold) => (hold, 0.0),
+            Signal::BudgetLow { hold, .. } => (hold, 0.0),
         };
         self.refilled_for = Some(pause);
         (pause, burst)
@@ -285,8 +292,11 @@ impl Controller {
     pub fn on_headroom(&mut self, room: f64, now: Instant) {
         // Room beyond the configured rate says only that the configured rate
         // is the limit; paced exactly at it, a budget of that size runs out.
+        // Nothing above is left to find: the plateau holds, unprobed.
+        let beyond = room >= self.max;
         let room = self.bounded(room).min(self.max * (1.0 - MARGIN));
-        if room <= self.rate || self.ceiling.is_some_and(|c| c >= room) {
+        let settled = self.ceiling.is_some_and(|c| c >= room);
+        if settled || (room <= self.rate && !beyond) {
             return;
         }
         tracing::debug!(
@@ -295,10 +305,14 @@ impl Controller {
             "budget left unused; raising the ceiling"
         );
         self.ceiling = Some(room);
+        self.ramp = None;
         self.confirmed = 0;
         self.outgrown = 0;
-        let epoch = self.curve.map_or(K_MIN, |c| c.epoch).max(K_MIN);
-        let probe = 1.0 - BETA;
+        let (epoch, probe) = if beyond {
+            (K_MAX, 0.0)
+        } else {
+            (self.curve.map_or(K_MIN, |c| c.epoch).max(K_MIN), 1.0 - BETA)
+        };
         self.curve = Some(Curve::with_climb(
             now, self.rate, room, ROOM_CLIMB, epoch, probe,
         ));
@@ -308,33 +322,13 @@ impl Controller {
     /// Sets the ceiling and the climb from a reading (again, as answers that
     /// were on the wire at the signal come in).
     fn apply(&mut self, reading: &Reading) {
-        let sample = reading.accepted - reading.burst;
-        // Refused at once, or with nothing beyond the burst let through: the
-        // rate is far above the limit, by how much nothing says. Otherwise
-        // the refused request nearly fitted: the limit lies between `sample`
-        // and one more per span, so the middle is taken.
-        let measured = reading
-            .span
-            .filter(|_| sample >= 1.0)
-            .map(|span| (sample + 0.5) / span.as_secs_f64());
-        let blind = (reading.sent / BLIND_CUT).max(reading.floor.min(reading.sent));
-        let found = match measured {
-            // Everything sent was accepted until an announced budget ran
-            // out: delivery says only that the rate is above the limit. The
-            // budget does say more: it lasted the span and comes back after
-            // the hold, so it is worth that much per span plus hold (less,
-            // when the reset is rounded up to a whole second).
-            Some(delivered) if reading.spent && delivered >= reading.sent * SPENT_FULLY => {
-                reading.budget_worth(delivered)
-            }
-            // A reading on few answers is noisy: it halves the rate at most.
-            Some(delivered) if sample < CERTAIN_SAMPLE => {
-                delivered.clamp(reading.sent * SMALL_SAMPLE_CUT, reading.sent)
-            }
-            Some(delivered) => delivered.min(reading.sent),
-            None => blind,
-        };
-        let found = self.bounded(found);
+        let Found {
+            limit,
+            measured,
+            rough,
+            mild,
+        } = reading.found();
+        let found = self.bounded(limit);
         let (before, confirmed) = reading.before;
         self.confirmed = match before {
             Some(old) if (found - old).abs() <= old * CONFIRM_SHARE => confirmed + 1,
@@ -342,18 +336,27 @@ impl Controller {
         };
         self.ceiling = Some(found);
         let plateau = found * (1.0 - MARGIN);
-        let from = self.bounded(found * BETA);
-        // Nothing measured, or too little to tell the limit within 5 %
-        // (half an answer in ten): probe again soon, where a longer climb
-        // measures it better, before holding a plateau that may be low.
-        let epoch = match measured {
-            Some(_) if sample >= ROUGH_SAMPLE || reading.spent => self.epoch(reading.pause),
-            _ => K_MIN,
+        // A mild cut restarts on its plateau: the hold has already paid for
+        // the overspend.
+        let from = self.bounded(if mild { plateau } else { found * BETA });
+        // Nothing measured, or too little to tell the limit within 5 %:
+        // probe again soon, where a longer climb measures it better, before
+        // holding a plateau that may be low.
+        let epoch = if measured && !rough {
+            self.epoch(reading.pause)
+        } else {
+            K_MIN
         };
         let curve = Curve::new(reading.start, from, plateau, epoch, 1.0 - BETA);
         self.curve = Some(curve);
         self.outgrown = 0;
         self.rate = from;
+        // Nothing measured: search the range below on a ramp.
+        self.ramp = (!measured).then(|| {
+            let ramp = Ramp::new(reading.start, found / BLIND_CUT, found, RAMP);
+            self.rate = self.bounded(ramp.from);
+            ramp
+        });
     }
 
     /// `K` for a signal whose pause was `pause`, doubled per confirmation.
@@ -479,6 +482,19 @@ mod tests {
     }
 
     #[test]
+    fn far_above_a_whole_second_limiter_two_429s_find_it() {
+        // At 20R the first 429 comes before anything is measured; a fixed
+        // quarter cut (500/s) was refused at once again and read only a
+        // rough limit, so a third pause followed. The ramp measures it.
+        let mut bench = Bench::new(5.0);
+        let mut c = Controller::new(2000.0, None, bench.now);
+        bench.run(&mut c, 6.0, |_| 100.0, Some(Duration::from_secs(1)));
+        assert_eq!(bench.refused, 2, "pauses at the start");
+        let learned = c.ceiling().expect("a limit was learned");
+        assert!((90.0..=105.0).contains(&learned), "learned {learned}");
+    }
+
+    #[test]
     fn exact_waits_keep_refusals_rare() {
         // At 5R the wait after the first 429 is a few milliseconds, so the
         // bucket holds a token or two when sending resumes, not its burst.
@@ -564,7 +580,13 @@ mod tests {
         let mut c = Controller::new(1000.0, None, now);
         let t = accept(&mut c, now, 600, Duration::from_millis(5));
         // 600 accepted in 3 s: 200/s delivered.
-        c.on_signal(Signal::BudgetLow(Duration::from_millis(500)), t);
+        c.on_signal(
+            Signal::BudgetLow {
+                hold: Duration::from_millis(500),
+                rounded: false,
+            },
+            t,
+        );
         let ceiling = c.ceiling().unwrap();
         assert!((190.0..=210.0).contains(&ceiling), "{ceiling}");
         assert!((c.rate() - ceiling * BETA).abs() < 1.0);
@@ -577,9 +599,101 @@ mod tests {
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);
         let t = accept(&mut c, start, 1000, Duration::from_millis(10));
-        c.on_signal(Signal::BudgetLow(Duration::from_millis(900)), t);
+        c.on_signal(
+            Signal::BudgetLow {
+                hold: Duration::from_millis(900),
+                rounded: true,
+            },
+            t,
+        );
         let ceiling = c.ceiling().unwrap();
         assert!((97.0..=100.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn a_rounded_reset_hides_a_short_hold_so_the_cut_stays_mild() {
+        // 100 accepted at the maximum in 0.99 s spend a one-second log; the
+        // reset, rounded up to a whole second, says 530 ms when the oldest
+        // request really leaves within a few.
+        let start = Instant::now();
+        let hold = Duration::from_millis(530);
+        let mut rounded = Controller::new(100.0, None, start);
+        let t = accept(
+            &mut rounded,
+            start,
+            100,
+            Duration::from_millis(10) - Duration::from_micros(100),
+        );
+        rounded.on_signal(
+            Signal::BudgetLow {
+                hold,
+                rounded: true,
+            },
+            t,
+        );
+        let ceiling = rounded.ceiling().unwrap();
+        assert!(ceiling >= 97.0, "cut to {ceiling}");
+        assert!(
+            rounded.rate() >= ceiling * (1.0 - MARGIN) - 0.01,
+            "restarts on the plateau, not under it: {}",
+            rounded.rate()
+        );
+        // Announced to the millisecond, the same hold is real: the budget
+        // lasted 1.5 s.
+        let mut exact = Controller::new(100.0, None, start);
+        let t = accept(
+            &mut exact,
+            start,
+            100,
+            Duration::from_millis(10) - Duration::from_micros(100),
+        );
+        exact.on_signal(
+            Signal::BudgetLow {
+                hold,
+                rounded: false,
+            },
+            t,
+        );
+        assert!(exact.ceiling().unwrap() < 70.0);
+        // Far above the limit, a rounded hold still reads the budget: 100
+        // spent in 0.2 s at 500/s and held 1.7 s.
+        let mut fast = Controller::new(500.0, None, start);
+        let t = accept(&mut fast, start, 100, Duration::from_millis(2));
+        let hold = Duration::from_millis(1700);
+        fast.on_signal(
+            Signal::BudgetLow {
+                hold,
+                rounded: true,
+            },
+            t,
+        );
+        assert!(fast.ceiling().unwrap() < 60.0);
+    }
+
+    #[test]
+    fn jitter_on_a_long_plateau_cuts_mildly_and_room_beyond_the_maximum_is_not_probed() {
+        let start = Instant::now();
+        let mut c = Controller::new(100.0, None, start);
+        // The room shows the server would take more than the maximum.
+        c.on_headroom(140.0, start);
+        let t = accept(&mut c, start, 6000, Duration::from_millis(10));
+        assert!(
+            (98.9..=99.0).contains(&c.rate()),
+            "held just under the maximum, unprobed: {}",
+            c.rate()
+        );
+        // After a minute there, jitter spends the budget 65 ms early.
+        let hold = Duration::from_millis(65);
+        c.on_signal(
+            Signal::BudgetLow {
+                hold,
+                rounded: true,
+            },
+            t,
+        );
+        let ceiling = c.ceiling().unwrap();
+        assert!(ceiling >= 96.0, "cut to {ceiling}");
+        assert!(c.rate() >= 95.0, "restarted at {}", c.rate());
     }
 
     #[test]
@@ -600,7 +714,13 @@ mod tests {
             c.on_accepted(now, false);
         }
         let hold = Duration::from_millis(1500);
-        c.on_signal(Signal::BudgetLow(hold), now);
+        c.on_signal(
+            Signal::BudgetLow {
+                hold,
+                rounded: true,
+            },
+            now,
+        );
         let low = c.ceiling().unwrap();
         assert!(low < 70.0, "the first reading is low: {low}");
         now += hold;

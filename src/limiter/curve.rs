@@ -69,3 +69,80 @@ impl Curve {
         now.saturating_duration_since(self.start) > self.epoch * 2
     }
 }
+
+/// The climb after a blind cut, as slow start searches: nothing measured
+/// says where the limit lies below the rate refused, so the rate rises in a
+/// straight line through the whole range until the next 429 measures it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ramp {
+    start: Instant,
+    pub(super) from: f64,
+    /// Requests per second gained per second.
+    slope: f64,
+}
+
+impl Ramp {
+    /// A ramp from `from` that gains `to − from` every `over`.
+    pub(super) fn new(start: Instant, from: f64, to: f64, over: Duration) -> Ramp {
+        Ramp {
+            start,
+            from,
+            slope: (to - from).max(0.0) / over.as_secs_f64(),
+        }
+    }
+
+    pub(super) fn rate_at(&self, now: Instant) -> f64 {
+        let t = now.saturating_duration_since(self.start).as_secs_f64();
+        self.from + self.slope * t
+    }
+
+    /// The limit of a token bucket holding `burst` that refused a request
+    /// sent at `rate` on this ramp, having crossed its limit on the way:
+    /// from the crossing, the bucket drained at the rate's excess, which
+    /// grew linearly, until less than one token was left. So `burst − 1 =
+    /// slope·τ²/2`, and the limit is `rate − slope·τ`.
+    pub(super) fn limit_when_refused(&self, rate: f64, burst: f64) -> f64 {
+        rate - (2.0 * (burst - 1.0).max(0.0) * self.slope).sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ramp from `from` at `slope` into a token bucket of `limit` per
+    /// second holding `burst`: the rate when the first request is refused.
+    fn refused_at(ramp: &Ramp, start: Instant, limit: f64, burst: f64) -> f64 {
+        let step = Duration::from_micros(100);
+        let (mut now, mut tokens, mut credit) = (start, burst, 0.0);
+        loop {
+            now += step;
+            tokens = (tokens + limit * step.as_secs_f64()).min(burst);
+            credit += ramp.rate_at(now) * step.as_secs_f64();
+            while credit >= 1.0 {
+                credit -= 1.0;
+                if tokens < 1.0 {
+                    return ramp.rate_at(now);
+                }
+                tokens -= 1.0;
+            }
+        }
+    }
+
+    #[test]
+    fn a_ramp_through_the_limit_reads_it_from_how_far_it_went_past() {
+        let start = Instant::now();
+        for (limit, burst) in [(100.0, 5.0), (40.0, 5.0), (300.0, 20.0)] {
+            // After a blind cut from 2,000/s: from a sixteenth of it to a
+            // quarter in a second, crossing each limit on the way.
+            let ramp = Ramp::new(start, 31.25, 500.0, Duration::from_secs(1));
+            let rate = refused_at(&ramp, start, limit, burst);
+            assert!(rate > limit * 1.1, "refused only well past it: {rate}");
+            let read = ramp.limit_when_refused(rate, burst);
+            assert!(
+                (read - limit).abs() <= limit * 0.05 + 1.0,
+                "limit {limit} read as {read} (refused at {rate})"
+            );
+        }
+    }
+}

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 const STRETCH: Duration = Duration::from_secs(1);
 /// Less than this share of the budget left unused is no room: pacing jitter
 /// spends it.
-const ROOM_SHARE: f64 = 0.03;
+const ROOM_SHARE: f64 = 0.01;
 /// The shortest part after the first reset.
 const PART: Duration = Duration::from_millis(500);
 /// The pacing rate moved by less than this factor over a steady stretch.

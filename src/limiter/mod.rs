@@ -7,8 +7,9 @@
 //! - **Budget.** When answers carry `X-RateLimit-Remaining` (and `-Reset`),
 //!   no request is sent that the server would have to refuse: requests
 //!   already on the wire are counted against what it said was left, and
-//!   sending holds until the reset once nothing is. A hold is a signal too,
-//!   so the rate settles where the budget lasts.
+//!   sending holds until the reset once nothing is (see `budget`; a reset
+//!   in whole seconds is asked about early, by one request at a time). A
+//!   hold is a signal too, so the rate settles where the budget lasts.
 //! - **Rate.** The controller (see `control`) learns the server's real limit
 //!   from 429s and holds; it never exceeds `fetch.requests_per_second`. A
 //!   budget left unused over a steady stretch (see `headroom`) raises it.
@@ -18,6 +19,7 @@
 //! Signals are taken once per episode: answers to requests sent before the
 //! last cut (an older [`Ticket`] epoch) extend a pause but do not cut again.
 
+mod budget;
 mod control;
 mod curve;
 mod delivery;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
+use budget::Budget;
 use control::{Controller, Signal};
 use headroom::Headroom;
 
@@ -40,7 +43,6 @@ const REINSTALL_SHARE: f64 = 0.01;
 /// ... unless they have waited this long (so a plateau is paced at itself,
 /// not up to a share below it).
 const REINSTALL_AFTER: Duration = Duration::from_secs(1);
-
 /// What an answer's `X-RateLimit-*` headers said about the budget left.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allowance {
@@ -49,26 +51,15 @@ pub struct Allowance {
     pub limit: Option<u64>,
     /// When the budget is restored, if announced.
     pub reset: Option<Instant>,
-}
-
-/// The budget as last announced, net of requests sent since.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    /// Requests left after every request sent up to `sent_at` is counted.
-    left: i64,
-    /// The send counter when `left` was computed.
-    sent_at: u64,
-    /// The ticket whose answer announced it; older answers are staler.
-    from: u64,
-    /// That ticket's epoch: a budget announced for a request sent before the
-    /// last signal does not signal again.
-    epoch: u64,
-    reset: Instant,
+    /// The reset was announced in whole seconds (see `retry::Announced`).
+    pub reset_rounded: bool,
 }
 
 /// Shared by every fetch worker.
 pub struct Pacer {
     burst: NonZeroU32,
+    /// Wakes workers held on a budget when a probe's answer lands.
+    changed: tokio::sync::Notify,
     state: Mutex<State>,
     limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
 }
@@ -82,6 +73,10 @@ struct State {
     epoch: u64,
     paused_until: Option<Instant>,
     budget: Option<Budget>,
+    /// A probe into a held budget is on the wire.
+    probing: bool,
+    /// Probes refused in a row.
+    probes_refused: u32,
     headroom: Headroom,
     /// Requests sent so far.
     sent: u64,
@@ -92,6 +87,8 @@ struct State {
 pub struct Ticket {
     epoch: u64,
     number: u64,
+    /// Sent into a held budget to ask whether it is back.
+    probe: bool,
 }
 
 impl Pacer {
@@ -103,6 +100,7 @@ impl Pacer {
         let burst_now = burst_for(rate, max_rate, burst);
         Pacer {
             burst,
+            changed: tokio::sync::Notify::new(),
             limiter: RwLock::new(Arc::new(build_limiter(rate, burst_now))),
             state: Mutex::new(State {
                 control,
@@ -111,6 +109,8 @@ impl Pacer {
                 epoch: 0,
                 paused_until: None,
                 budget: None,
+                probing: false,
+                probes_refused: 0,
                 headroom: Headroom::default(),
                 sent: 0,
             }),
@@ -127,8 +127,13 @@ impl Pacer {
     /// announced budget, within the rate.
     pub async fn acquire(&self) -> Ticket {
         loop {
+            // Created first, so a probe's answer landing meanwhile wakes it.
+            let changed = self.changed.notified();
             if let Some(until) = self.hold() {
-                tokio::time::sleep_until(until).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = changed => {}
+                }
                 continue;
             }
             let limiter = self.current_limiter();
@@ -138,16 +143,20 @@ impl Pacer {
             // anyone, so a cell from it does not count.
             let mut state = self.state();
             let now = Instant::now();
+            let held = state.budget_hold(now).is_some();
+            let probe = held && state.probe_at().is_some_and(|at| at <= now);
             if state.paused_until.is_some_and(|t| t > now)
-                || state.budget_hold(now).is_some()
+                || (held && !probe)
                 || !Arc::ptr_eq(&limiter, &self.current_limiter())
             {
                 continue;
             }
+            state.probing |= probe;
             state.sent += 1;
             return Ticket {
                 epoch: state.epoch,
                 number: state.sent,
+                probe,
             };
         }
     }
@@ -169,13 +178,29 @@ impl Pacer {
         }
         let until = state.budget_hold(now)?;
         let wait = until - now;
-        // A spent budget means sending too fast, once per episode; but a
-        // hold shorter than two requests' spacing is the budget's own end.
-        let current = state.budget.is_some_and(|b| b.epoch == state.epoch);
-        if current && wait.as_secs_f64() * state.control.rate() > 2.0 {
-            self.signal(&mut state, Signal::BudgetLow(wait), now);
+        // A spent budget means sending too fast, once per episode (not again
+        // on what a probe was told); but a hold shorter than two requests'
+        // spacing is the budget's own end.
+        let rate = state.control.rate();
+        let signalled = state
+            .budget
+            .filter(|b| b.epoch == state.epoch && !b.from_probe && wait.as_secs_f64() * rate > 2.0);
+        if let Some(budget) = signalled {
+            let rounded = budget.reset_rounded;
+            self.signal(
+                &mut state,
+                Signal::BudgetLow {
+                    hold: wait,
+                    rounded,
+                },
+                now,
+            );
         }
-        Some(until)
+        match state.probe_at() {
+            Some(at) if at <= now => None,
+            Some(at) => Some(at.min(until)),
+            None => Some(until),
+        }
     }
 
     /// A 429 arrived for a request sent with `ticket`: pause everyone for
@@ -188,7 +213,12 @@ impl Pacer {
         if state.paused_until.is_none_or(|t| t < until) {
             state.paused_until = Some(until);
         }
-        if ticket.epoch == state.epoch {
+        if ticket.probe {
+            // The budget was not back yet: its hold has signalled already.
+            state.probing = false;
+            state.probes_refused += 1;
+            self.changed.notify_waiters();
+        } else if ticket.epoch == state.epoch {
             self.signal(&mut state, Signal::RateLimited(wait), now);
             tracing::debug!(
                 rate = state.control.rate(),
@@ -204,6 +234,10 @@ impl Pacer {
         let now = Instant::now();
         let mut state = self.state();
         let sent_before = ticket.epoch < state.epoch;
+        if ticket.probe {
+            state.probing = false;
+            state.probes_refused = 0;
+        }
         if let Some(a) = allowance {
             state.note_budget(ticket, a, now);
             // Answers sent before the last signal speak for the old rate.
@@ -219,6 +253,9 @@ impl Pacer {
         }
         state.control.on_accepted(now, sent_before);
         self.follow(&mut state, now, false);
+        if ticket.probe {
+            self.changed.notify_waiters();
+        }
     }
 
     fn signal(&self, state: &mut State, signal: Signal, now: Instant) {
@@ -260,42 +297,6 @@ impl Pacer {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-}
-
-impl State {
-    /// Takes in a budget an answer announced, unless a later-sent request's
-    /// answer already spoke for the same window.
-    fn note_budget(&mut self, ticket: Ticket, allowance: Allowance, now: Instant) {
-        let reset = allowance.reset.unwrap_or(now + Duration::from_secs(1));
-        let newer_window = self.budget.is_none_or(|b| reset > b.reset);
-        let fresher = self.budget.is_none_or(|b| ticket.number >= b.from);
-        if !(newer_window || fresher) {
-            return;
-        }
-        // Requests sent after this one may not have been counted yet.
-        let unseen = self.sent.saturating_sub(ticket.number);
-        let left = allowance.remaining as i64 - unseen as i64;
-        self.budget = Some(Budget {
-            left,
-            sent_at: self.sent,
-            from: ticket.number,
-            epoch: ticket.epoch,
-            reset,
-        });
-    }
-
-    /// The reset to wait for when the budget is spent. (For a sliding
-    /// window or a bucket the budget comes back before that, but the reset
-    /// is all a server says; waiting for it never earns a 429.)
-    fn budget_hold(&mut self, now: Instant) -> Option<Instant> {
-        let budget = self.budget?;
-        if budget.reset <= now {
-            self.budget = None;
-            return None;
-        }
-        let left = budget.left - self.sent.saturating_sub(budget.sent_at) as i64;
-        (left <= 0).then_some(budget.reset)
     }
 }
 
@@ -392,6 +393,7 @@ mod tests {
             remaining: 3,
             limit: None,
             reset: Some(reset),
+            reset_rounded: false,
         };
         pacer.on_answer(first, Some(allowance));
         for _ in 0..3 {
@@ -402,6 +404,78 @@ mod tests {
         assert!(Instant::now() >= reset, "the fourth waits for the reset");
         assert!(pacer.rate() < 1000.0, "running out early slows the rate");
         assert!(pacer.learned().is_some());
+    }
+
+    /// Spends a budget of 100 at the pacer's rate; the last answer says
+    /// none is left until 900 ms later, announced in whole seconds
+    /// (`rounded`) or to the millisecond. Returns that answer.
+    async fn spend(pacer: &Pacer, reset_rounded: bool) -> Allowance {
+        let mut allowance = None;
+        for remaining in (0..100).rev() {
+            let ticket = pacer.acquire().await;
+            let announced = Allowance {
+                remaining,
+                limit: Some(100),
+                reset: Some(Instant::now() + Duration::from_millis(900)),
+                reset_rounded,
+            };
+            pacer.on_answer(ticket, Some(announced));
+            allowance = Some(announced);
+        }
+        allowance.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rounded_reset_is_probed_one_request_at_a_time() {
+        let pacer = Arc::new(Pacer::new(100.0, NonZeroU32::MIN, None));
+        let spent = spend(&pacer, true).await;
+        let reset = spent.reset.unwrap();
+        let probe = pacer.acquire().await;
+        assert!(
+            Instant::now() + Duration::from_millis(500) < reset,
+            "asked early"
+        );
+        let waiter = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                pacer.acquire().await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "one probe at a time");
+        // The probe's answer says the budget is back: the others go on.
+        let back = Allowance {
+            remaining: 5,
+            ..spent
+        };
+        pacer.on_answer(probe, Some(back));
+        assert!(waiter.await.unwrap() < reset);
+        // Announced to the millisecond, the same hold is waited out.
+        let exact = Pacer::new(100.0, NonZeroU32::MIN, None);
+        let spent = spend(&exact, false).await;
+        exact.acquire().await;
+        assert!(Instant::now() >= spent.reset.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_probe_pauses_everyone_without_a_second_cut() {
+        let pacer = Pacer::new(100.0, NonZeroU32::MIN, None);
+        spend(&pacer, true).await;
+        let probe = pacer.acquire().await;
+        let cut = pacer.rate();
+        assert!(cut < 100.0, "the hold was a signal");
+        let until = Instant::now() + Duration::from_millis(800);
+        pacer.on_rate_limited(probe, Duration::from_millis(800));
+        assert_eq!(pacer.rate(), cut, "a refused probe is no new signal");
+        let second = pacer.acquire().await;
+        assert!(Instant::now() >= until, "its 429 pauses everyone");
+        // The hold goes on past the pause: asked once more, refused again,
+        // and the server is taken to refuse every probe.
+        assert!(second.probe);
+        pacer.on_rate_limited(second, Duration::from_millis(800));
+        assert_eq!(pacer.state().probes_refused, budget::REFUSED_PROBES);
+        assert_eq!(pacer.state().probe_at(), None, "no more probes");
     }
 
     #[tokio::test(start_paused = true)]
@@ -419,6 +493,7 @@ mod tests {
                 remaining: 5,
                 limit: None,
                 reset: Some(reset),
+                reset_rounded: false,
             }),
         );
         pacer.acquire().await;
