@@ -15,7 +15,7 @@ const ROUNDING: Duration = Duration::from_secs(1);
 /// second before the reset), one request at a time asks whether it is. At
 /// the limit a log frees a slot about every spacing; two were measured too
 /// few after a burst at start-up.
-const PROBE_SPACINGS: f64 = 4.0;
+pub(super) const PROBE_SPACINGS: f64 = 4.0;
 /// After this many probes refused in a row the server is taken to reset
 /// whole windows on the second it names (a fixed window refuses every
 /// probe): no more are sent.

@@ -237,6 +237,11 @@ impl Pacer {
         if ticket.probe {
             state.probing = false;
             state.probes_refused = 0;
+            // Should the hold go on (an answer without a budget), the next
+            // probe waits its spacing again: probes never come faster.
+            if let Some(budget) = &mut state.budget {
+                budget.held_since = Some(now);
+            }
         }
         if let Some(a) = allowance {
             state.note_budget(ticket, a, now);
@@ -456,6 +461,21 @@ mod tests {
         let spent = spend(&exact, false).await;
         exact.acquire().await;
         assert!(Instant::now() >= spent.reset.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_never_come_faster_than_their_spacing() {
+        let pacer = Pacer::new(100.0, NonZeroU32::MIN, None);
+        spend(&pacer, true).await;
+        let probe = pacer.acquire().await;
+        // An answer without a budget (an error page) leaves the hold on.
+        let answered = Instant::now();
+        pacer.on_answer(probe, None);
+        let again = pacer.acquire().await;
+        assert!(again.probe);
+        let spacing = budget::PROBE_SPACINGS / pacer.rate();
+        let waited = (Instant::now() - answered).as_secs_f64();
+        assert!(waited >= spacing * 0.99, "{waited} s, spacing {spacing} s");
     }
 
     #[tokio::test(start_paused = true)]
