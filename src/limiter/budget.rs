@@ -68,7 +68,8 @@ impl State {
 
     /// The reset to wait for when the budget is spent. (For a sliding
     /// window or a bucket the budget comes back before that, but the reset
-    /// is all a server says; waiting for it never earns a 429.)
+    /// is all a server says; waiting for it never earns a 429. Only a
+    /// reset in whole seconds is asked about sooner: see `probe_at`.)
     pub(super) fn budget_hold(&mut self, now: Instant) -> Option<Instant> {
         let sent = self.sent;
         let budget = self.budget.as_mut()?;

@@ -43,6 +43,7 @@ const REINSTALL_SHARE: f64 = 0.01;
 /// ... unless they have waited this long (so a plateau is paced at itself,
 /// not up to a share below it).
 const REINSTALL_AFTER: Duration = Duration::from_secs(1);
+
 /// What an answer's `X-RateLimit-*` headers said about the budget left.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allowance {
