@@ -13,10 +13,13 @@
 //!   refusing, which inflates a short measurement; the smallest number of
 //!   answers accepted before a 429 that came at once bounds that burst and
 //!   is taken off (answers still on the wire at the 429 count too). When a
-//!   429 came at once, nothing was measured: the rate is quartered, unless
-//!   the whole cycle since the last signal delivered more. When a budget ran
-//!   out with everything accepted, it is read as lasting its span plus the
-//!   hold until its reset.
+//!   429 came at once, nothing was measured: the ceiling is quartered (unless
+//!   the whole cycle since the last signal delivered more), and the rate
+//!   searches the range below it on a straight ramp, as slow start does
+//!   (see `curve::Ramp`), until the next 429 measures the limit. When a
+//!   budget ran out with everything accepted, it is read as lasting its span
+//!   plus the hold until its reset (a reset in whole seconds only bounds the
+//!   hold).
 //! - **Plateau and probe, as CUBIC does.** After a signal the rate restarts
 //!   at `BETA` × ceiling and climbs on a cubic curve: quickly at first, then
 //!   flat just under the ceiling (`MARGIN` below it) for most of the epoch
