@@ -10,7 +10,7 @@ use super::{Allowance, State, Ticket};
 
 /// A reset announced in whole seconds may lie up to this long after the
 /// budget is really back...
-const ROUNDING: Duration = Duration::from_secs(1);
+pub(super) const ROUNDING: Duration = Duration::from_secs(1);
 /// ... so this many request spacings into such a hold (and no sooner than a
 /// second before the reset), one request at a time asks whether it is. At
 /// the limit a log frees a slot about every spacing; two were measured too

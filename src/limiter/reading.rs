@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::budget::ROUNDING;
 use super::control::MARGIN;
 use super::delivery::CERTAIN_SAMPLE;
 
@@ -17,8 +18,6 @@ const ROUGH_SAMPLE: f64 = 10.0;
 const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
 pub(super) const BLIND_CUT: f64 = 4.0;
-/// The resolution of a reset announced in whole seconds.
-const ROUNDING: Duration = Duration::from_secs(1);
 
 /// What a signal measured, kept so answers still on the wire can add to it.
 #[derive(Debug, Clone, Copy)]
