@@ -102,6 +102,8 @@ pub struct Controller {
     refilled_for: Option<Duration>,
     /// When the last signal came.
     signalled_at: Option<Instant>,
+    /// A 429's pause has not ended yet (see [`Controller::on_resumed`]).
+    pause_pending: bool,
     accepted: Delivery,
 }
 
@@ -127,6 +129,7 @@ impl Controller {
             resumed_at: now,
             refilled_for: None,
             signalled_at: None,
+            pause_pending: false,
             accepted: Delivery::default(),
         };
         if let Some(ceiling) = ceiling {
@@ -181,6 +184,19 @@ impl Controller {
     /// Sending resumes after a pause ended at `at`: delivery is measured from here.
     pub fn on_resumed(&mut self, at: Instant) {
         self.resumed_at = self.resumed_at.max(at);
+        // A 429 answering a request sent just before the signal may have
+        // announced a later end (a whole second later, in HTTP-dates): the
+        // climb starts when sending does. A ramp started before it would
+        // read the limit high by its slope times the difference.
+        if std::mem::take(&mut self.pause_pending) {
+            if let Some(mut reading) = self.reading.take() {
+                if at > reading.start {
+                    reading.start = at;
+                    self.apply(&reading);
+                }
+                self.reading = Some(reading);
+            }
+        }
     }
 
     /// Moves the rate along its curve.
@@ -232,9 +248,7 @@ impl Controller {
             self.accepted.since(at) as f64 / cycle.max(f64::EPSILON)
         });
         self.signalled_at = Some(now);
-        // A 429 on a ramp: where the ramp stood, and the limit it implies.
         let refused = matches!(signal, Signal::RateLimited(_));
-        let ramp = self.ramp.take().filter(|_| refused);
         let reading = Reading {
             accepted: accepted as f64,
             span: (!fast).then_some(span),
@@ -250,10 +264,11 @@ impl Controller {
             start: now + pause,
             pause,
             before: (self.ceiling, self.confirmed),
-            ramp: ramp.map(|r| (r.from, r.limit_when_refused(self.rate, burst))),
+            ramp: self.refused_on_ramp(refused, burst),
         };
         // The next measurement starts when sending resumes.
         self.resumed_at = reading.start;
+        self.pause_pending = refused;
         self.apply(&reading);
         tracing::debug!(
             ?signal,
@@ -263,9 +278,19 @@ impl Controller {
             rate = self.rate,
             floor = reading.floor,
             confirmed = self.confirmed,
+            ramp = ?reading.ramp,
+            burst = reading.burst,
+            sent = reading.sent,
             "rate signal"
         );
         self.reading = Some(reading);
+    }
+
+    /// A 429 on a ramp: where the ramp started, and the limit it implies.
+    fn refused_on_ramp(&mut self, refused: bool, burst: f64) -> Option<(f64, f64)> {
+        let ramp = self.ramp.take().filter(|_| refused)?;
+        let accepted = self.accepted.since(self.resumed_at) as f64;
+        Some((ramp.from, ramp.limit_when_refused(burst, accepted)))
     }
 
     /// The pause a signal imposes and the server's burst to take off what
@@ -527,6 +552,25 @@ mod tests {
         let t = accept(&mut fast, start, 5, Duration::from_micros(500));
         fast.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
         assert_eq!(fast.ceiling(), Some(500.0));
+    }
+
+    #[test]
+    fn a_ramp_begins_when_a_lengthened_pause_ends() {
+        // A blind cut from 500/s: a ramp from 31.25/s. A 429 answering a
+        // request sent just before announced a pause half a second longer
+        // (an HTTP-date a second later): sending resumes from the ramp's
+        // foot, not from where it would have climbed meanwhile.
+        let start = Instant::now();
+        let mut c = Controller::new(500.0, None, start);
+        let t = accept(&mut c, start, 5, Duration::from_micros(500));
+        c.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
+        assert_eq!(c.rate(), 31.25);
+        let resumed = t + Duration::from_millis(1500);
+        c.on_resumed(resumed);
+        c.advance(resumed);
+        assert_eq!(c.rate(), 31.25);
+        c.advance(resumed + Duration::from_millis(500));
+        assert!((70.0..80.0).contains(&c.rate()), "{}", c.rate());
     }
 
     #[test]

@@ -96,13 +96,27 @@ impl Ramp {
         self.from + self.slope * t
     }
 
-    /// The limit of a token bucket holding `burst` that refused a request
-    /// sent at `rate` on this ramp, having crossed its limit on the way:
+    /// The limit of a token bucket holding `burst` that refused the request
+    /// after `accepted` on this ramp, having crossed its limit on the way:
     /// from the crossing, the bucket drained at the rate's excess, which
-    /// grew linearly, until less than one token was left. So `burst − 1 =
-    /// slope·τ²/2`, and the limit is `rate − slope·τ`.
-    pub(super) fn limit_when_refused(&self, rate: f64, burst: f64) -> f64 {
-        rate - (2.0 * (burst - 1.0).max(0.0) * self.slope).sqrt()
+    /// grew linearly, until less than one token was left. So the burst
+    /// drained was `slope·τ²/2`, and the limit is `rate − slope·τ`.
+    ///
+    /// `rate` is where the ramp stood when the refused request was sent:
+    /// having sent `n` requests, a straight ramp stands at `√(from² +
+    /// 2·slope·n)`. Counting requests, not time, leaves out how far sending
+    /// lagged the ramp (each new rate starts a period late) and the
+    /// answer's latency; an answer still on the wire reads the limit lower.
+    ///
+    /// What was drained lies between `burst − 1` and `burst`, and requests
+    /// come a spacing apart: the limit is known to a few percent only (at
+    /// 5 × 100/s, ±3/s per token). The whole burst is taken, the lowest
+    /// limit the refusal allows: a plateau read a little low costs a little
+    /// rate until the curve probes above it; one read a little high costs
+    /// another pause.
+    pub(super) fn limit_when_refused(&self, burst: f64, accepted: f64) -> f64 {
+        let sent = (self.from * self.from + 2.0 * self.slope * (accepted + 1.0)).sqrt();
+        sent - (2.0 * burst.max(0.0) * self.slope).sqrt()
     }
 }
 
@@ -110,21 +124,32 @@ impl Ramp {
 mod tests {
     use super::*;
 
-    /// A ramp from `from` at `slope` into a token bucket of `limit` per
-    /// second holding `burst`: the rate when the first request is refused.
-    fn refused_at(ramp: &Ramp, start: Instant, limit: f64, burst: f64) -> f64 {
+    /// A ramp from `from` into a token bucket of `limit` per second holding
+    /// `burst`, sent `lag` behind the ramp and answered `latency` later:
+    /// when the first refusal is seen, and how many were accepted by then.
+    fn refused_at(
+        ramp: &Ramp,
+        start: Instant,
+        (limit, burst): (f64, f64),
+        (lag, latency): (Duration, Duration),
+    ) -> (Instant, f64) {
         let step = Duration::from_micros(100);
         let (mut now, mut tokens, mut credit) = (start, burst, 0.0);
+        let mut answered: Vec<Instant> = Vec::new();
         loop {
             now += step;
             tokens = (tokens + limit * step.as_secs_f64()).min(burst);
-            credit += ramp.rate_at(now) * step.as_secs_f64();
+            let sending = now.checked_sub(lag).filter(|t| *t > start);
+            credit += sending.map_or(0.0, |t| ramp.rate_at(t)) * step.as_secs_f64();
             while credit >= 1.0 {
                 credit -= 1.0;
                 if tokens < 1.0 {
-                    return ramp.rate_at(now);
+                    let seen = now + latency;
+                    let accepted = answered.iter().filter(|a| **a <= seen).count();
+                    return (seen, accepted as f64);
                 }
                 tokens -= 1.0;
+                answered.push(now + latency);
             }
         }
     }
@@ -132,17 +157,28 @@ mod tests {
     #[test]
     fn a_ramp_through_the_limit_reads_it_from_how_far_it_went_past() {
         let start = Instant::now();
-        for (limit, burst) in [(100.0, 5.0), (40.0, 5.0), (300.0, 20.0)] {
-            // After a blind cut from 2,000/s: from a sixteenth of it to a
-            // quarter in a second, crossing each limit on the way.
-            let ramp = Ramp::new(start, 31.25, 500.0, Duration::from_secs(1));
-            let rate = refused_at(&ramp, start, limit, burst);
-            assert!(rate > limit * 1.1, "refused only well past it: {rate}");
-            let read = ramp.limit_when_refused(rate, burst);
-            assert!(
-                (read - limit).abs() <= limit * 0.05 + 1.0,
-                "limit {limit} read as {read} (refused at {rate})"
-            );
+        let ms = Duration::from_millis;
+        // After a blind cut from 500/s and from 2,000/s: from a sixteenth
+        // of the refused rate to a quarter in a second, crossing each limit
+        // on the way.
+        for (to, limit, burst) in [
+            (125.0, 100.0, 5.0),
+            (125.0, 40.0, 5.0),
+            (500.0, 300.0, 20.0),
+            (500.0, 200.0, 5.0),
+        ] {
+            // Sending on time, a period behind, and answered late.
+            for delays in [(ms(0), ms(0)), (ms(30), ms(0)), (ms(10), ms(40))] {
+                let ramp = Ramp::new(start, to / 4.0, to, Duration::from_secs(1));
+                let (seen, accepted) = refused_at(&ramp, start, (limit, burst), delays);
+                let rate = ramp.rate_at(seen);
+                assert!(rate > limit * 1.1, "refused only well past it: {rate}");
+                let read = ramp.limit_when_refused(burst, accepted);
+                assert!(
+                    (limit * 0.95 - 1.0..=limit).contains(&read),
+                    "limit {limit} read as {read} (seen at {rate}, {delays:?})"
+                );
+            }
         }
     }
 }

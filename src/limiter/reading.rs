@@ -56,7 +56,8 @@ pub(super) struct Found {
     /// Measured on too few answers to tell the limit within 5 % (half an
     /// answer in ten).
     pub(super) rough: bool,
-    /// Only a little too fast (see [`Reading::budget_worth`]).
+    /// Only a little too fast (see [`Reading::budget_worth`]), or refused
+    /// on a ramp: the climb restarts on the plateau.
     pub(super) mild: bool,
 }
 
@@ -73,12 +74,13 @@ impl Reading {
             .filter(|_| sample >= 1.0)
             .map(|span| (sample + 0.5) / span.as_secs_f64());
         // Refused on a ramp that started below the limit (so below what
-        // the cycle measured), the ramp's slope tells the limit better.
-        let measured = match (measured, self.ramp) {
-            (Some(cycle), Some((from, limit))) if from < cycle => Some(limit.max(cycle)),
-            (measured, _) => measured,
+        // the cycle measured), the ramp's slope tells the limit better. Its
+        // pause has paid for its overshoot (a bucket refills during it), so
+        // the climb restarts on the plateau, as after a mild cut.
+        let (measured, mut mild) = match (measured, self.ramp) {
+            (Some(cycle), Some((from, limit))) if from < cycle => (Some(limit.max(cycle)), true),
+            (measured, _) => (measured, false),
         };
-        let mut mild = false;
         let limit = match measured {
             // Everything sent was accepted until an announced budget ran
             // out: delivery says only that the rate is above the limit. The
