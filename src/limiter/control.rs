@@ -188,14 +188,14 @@ impl Controller {
         // announced a later end (a whole second later, in HTTP-dates): the
         // climb starts when sending does. A ramp started before it would
         // read the limit high by its slope times the difference.
-        if std::mem::take(&mut self.pause_pending) {
-            if let Some(mut reading) = self.reading.take() {
-                if at > reading.start {
-                    reading.start = at;
-                    self.apply(&reading);
-                }
-                self.reading = Some(reading);
+        if std::mem::take(&mut self.pause_pending)
+            && let Some(mut reading) = self.reading.take()
+        {
+            if at > reading.start {
+                reading.start = at;
+                self.apply(&reading);
             }
+            self.reading = Some(reading);
         }
     }
 

@@ -28,8 +28,11 @@ use crate::ledger::Ledger;
 use crate::schema::{Row, Value};
 use crate::timestamp::partition_date;
 
-/// Open files at once; each holds up to a row group in memory.
-const MAX_OPEN_FILES: usize = 8;
+/// Open files at once; each holds up to a row group in memory. Four, not
+/// eight: time-ordered input needs two at a day's turn, and over a million
+/// IDs cycling through 90 days, eight raised peak RSS by 3-6 MiB for no gain
+/// in speed.
+const MAX_OPEN_FILES: usize = 4;
 /// Rows (of this table) since an open file's last row after which it may be
 /// closed to make room for another date.
 const COLD_ROWS: u64 = 16 * 1024;
@@ -499,7 +502,8 @@ mod tests {
         // Rows of 3 KB: the spill writes chunks to its file, beyond its
         // in-memory budget, and reads them back.
         let w = write(&days, 100, 3_000);
-        assert_eq!(w.spilled, 2_200, "the 22 days without an open file");
+        let closed = 30 - MAX_OPEN_FILES as u64;
+        assert_eq!(w.spilled, closed * 100, "the days without an open file");
         assert!(w.spill_file_bytes > 0, "the spill file was used");
         assert_eq!(w.per_day.len(), 30);
         assert!(w.per_day.values().all(|&n| n == 1), "{:?}", w.per_day);

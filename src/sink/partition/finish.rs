@@ -1,7 +1,7 @@
-//! The end of a run whose rows spilled, on three threads: two read dates'
-//! spilled rows back and encode each into its file, while the sink's thread
-//! links the rows' IDs to the files in the ledger, publishes the dates done
-//! and commits. Done on one thread, a cycling
+//! The end of a run whose rows spilled, on more than one thread: encoding
+//! threads read dates' spilled rows back and encode each into its file, while
+//! the sink's thread links the rows' IDs to the files in the ledger,
+//! publishes the dates done and commits. Done on one thread, a cycling
 //! input's last seconds (nine of ninety days' rows) took a quarter of its
 //! run, with one of the two cores idle.
 //!
@@ -23,12 +23,21 @@ use crate::sink::file::{Links, OpenFile};
 use crate::sink::spill::{SpillReader, Spilled, SpilledRows};
 use crate::sink::{FileNamer, SinkError};
 
-/// Threads encoding spilled rows, each a date at a time: two, with the
-/// sink's thread, keep both cores busy.
-const ENCODERS: usize = 2;
+/// Threads encoding spilled rows, each a date at a time: one per core beside
+/// the sink's thread, and at most two. Each costs a row group's encoder (a
+/// zstd context per column, made anew per row group): measured on two cores
+/// over a million IDs cycling through 90 days, a second encoder raised peak
+/// RSS from 52-55 to 65-66 MiB for no gain in speed.
+fn encoders() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).clamp(1, 2)
+}
+
 /// Dates sent to the encoding threads and not yet handed back: one being
 /// encoded by each and one waiting, so that none waits for the sink's thread.
-const AHEAD: usize = ENCODERS + 1;
+fn ahead() -> usize {
+    encoders() + 1
+}
 
 /// A date's file and its spilled rows, for an encoding thread.
 struct Job {
@@ -67,7 +76,7 @@ impl<R: Row> PartitionedWriter<R> {
 
     /// Writes every date's spilled rows and publishes and commits every
     /// file, as [`PartitionedWriter::finish`] does, with the encoding on
-    /// [`ENCODERS`] other threads.
+    /// [`encoders`] other threads.
     pub(super) fn finish_in_parallel(
         &mut self,
         dates: impl IntoIterator<Item = NaiveDate>,
@@ -78,23 +87,24 @@ impl<R: Row> PartitionedWriter<R> {
             .into_iter()
             .map(|date| (date, self.spill.take(date)))
             .collect();
-        let mut readers = Vec::with_capacity(ENCODERS);
-        for _ in 0..ENCODERS {
+        let encoders = encoders();
+        let mut readers = Vec::with_capacity(encoders);
+        for _ in 0..encoders {
             readers.push(self.spill.reader()?);
         }
-        let (jobs, job_queue) = sync_channel::<Job>(AHEAD);
+        let (jobs, job_queue) = sync_channel::<Job>(ahead());
         let job_queue = Mutex::new(job_queue);
         let (handed_back, handed) = sync_channel::<Handed>(16);
         let columns = R::COLUMNS.len();
         std::thread::scope(|scope| {
-            let mut encoders = Vec::with_capacity(ENCODERS);
+            let mut threads = Vec::with_capacity(encoders);
             for reader in readers {
                 let (queue, out) = (&job_queue, handed_back.clone());
                 let spawned = std::thread::Builder::new()
                     .name("genledger-encode".into())
                     .spawn_scoped(scope, move || encode_jobs(reader, columns, queue, out));
                 match spawned {
-                    Ok(encoder) => encoders.push(encoder),
+                    Ok(encoder) => threads.push(encoder),
                     Err(e) => {
                         // The encoders started end once the queue closes.
                         drop(jobs);
@@ -110,7 +120,7 @@ impl<R: Row> PartitionedWriter<R> {
             let result = self.hand_over(work.into_iter(), jobs, &handed, namer, ledger);
             drop(handed);
             // Every one joined (a scope panics over one that panicked unjoined).
-            let joined: Vec<bool> = encoders.into_iter().map(|e| e.join().is_ok()).collect();
+            let joined: Vec<bool> = threads.into_iter().map(|e| e.join().is_ok()).collect();
             let joined = joined.iter().all(|&ok| ok);
             match (result, joined) {
                 (Err(e), _) => Err(e),
@@ -134,7 +144,7 @@ impl<R: Row> PartitionedWriter<R> {
     ) -> Result<(), SinkError> {
         let mut batch = Batch::default();
         let mut sent = 0;
-        while sent < AHEAD && self.next_job(&mut work, &jobs, &mut batch, namer, ledger)? {
+        while sent < ahead() && self.next_job(&mut work, &jobs, &mut batch, namer, ledger)? {
             sent += 1;
         }
         while sent > 0 {
