@@ -187,7 +187,7 @@ impl Controller {
         // A 429 answering a request sent just before the signal may have
         // announced a later end (a whole second later, in HTTP-dates): the
         // climb starts when sending does. A ramp started before it would
-        // read the limit high by its slope times the difference.
+        // send from part-way up, and its reading counts from its foot.
         if std::mem::take(&mut self.pause_pending)
             && let Some(mut reading) = self.reading.take()
         {
