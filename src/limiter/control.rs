@@ -249,13 +249,14 @@ impl Controller {
         });
         self.signalled_at = Some(now);
         let refused = matches!(signal, Signal::RateLimited(_));
+        let since_resumed = self.accepted.since(self.resumed_at) as f64;
         let reading = Reading {
             accepted: accepted as f64,
             span: (!fast).then_some(span),
             spent: matches!(signal, Signal::BudgetLow { .. }),
             rounded: matches!(signal, Signal::BudgetLow { rounded: true, .. }),
             budget_used: (
-                self.accepted.since(self.resumed_at) as f64,
+                since_resumed,
                 now.saturating_duration_since(self.resumed_at),
             ),
             burst,
@@ -264,7 +265,7 @@ impl Controller {
             start: now + pause,
             pause,
             before: (self.ceiling, self.confirmed),
-            ramp: self.refused_on_ramp(refused, burst),
+            ramp: self.refused_on_ramp(refused, burst, since_resumed),
         };
         // The next measurement starts when sending resumes.
         self.resumed_at = reading.start;
@@ -286,10 +287,9 @@ impl Controller {
         self.reading = Some(reading);
     }
 
-    /// A 429 on a ramp: where the ramp started, and the limit it implies.
-    fn refused_on_ramp(&mut self, refused: bool, burst: f64) -> Option<(f64, f64)> {
+    /// A 429 on a ramp `accepted` answers in: its start, and the limit.
+    fn refused_on_ramp(&mut self, refused: bool, burst: f64, accepted: f64) -> Option<(f64, f64)> {
         let ramp = self.ramp.take().filter(|_| refused)?;
-        let accepted = self.accepted.since(self.resumed_at) as f64;
         Some((ramp.from, ramp.limit_when_refused(burst, accepted)))
     }
 

@@ -33,12 +33,6 @@ fn encoders() -> usize {
     cores.saturating_sub(1).clamp(1, 2)
 }
 
-/// Dates sent to the encoding threads and not yet handed back: one being
-/// encoded by each and one waiting, so that none waits for the sink's thread.
-fn ahead() -> usize {
-    encoders() + 1
-}
-
 /// A date's file and its spilled rows, for an encoding thread.
 struct Job {
     file: OpenFile,
@@ -88,11 +82,15 @@ impl<R: Row> PartitionedWriter<R> {
             .map(|date| (date, self.spill.take(date)))
             .collect();
         let encoders = encoders();
+        // Dates sent to the encoding threads and not yet handed back: one
+        // being encoded by each and one waiting, so none waits for the
+        // sink's thread.
+        let ahead = encoders + 1;
         let mut readers = Vec::with_capacity(encoders);
         for _ in 0..encoders {
             readers.push(self.spill.reader()?);
         }
-        let (jobs, job_queue) = sync_channel::<Job>(ahead());
+        let (jobs, job_queue) = sync_channel::<Job>(ahead);
         let job_queue = Mutex::new(job_queue);
         let (handed_back, handed) = sync_channel::<Handed>(16);
         let columns = R::COLUMNS.len();
@@ -117,7 +115,7 @@ impl<R: Row> PartitionedWriter<R> {
                 }
             }
             drop(handed_back);
-            let result = self.hand_over(work.into_iter(), jobs, &handed, namer, ledger);
+            let result = self.hand_over(work.into_iter(), jobs, ahead, &handed, namer, ledger);
             drop(handed);
             // Every one joined (a scope panics over one that panicked unjoined).
             let joined: Vec<bool> = threads.into_iter().map(|e| e.join().is_ok()).collect();
@@ -131,20 +129,21 @@ impl<R: Row> PartitionedWriter<R> {
     }
 
     /// The sink's side: sends each date with spilled rows to the encoding
-    /// threads, a few ahead, and links, publishes and commits what it
+    /// threads, `ahead` at most, and links, publishes and commits what it
     /// hands back; a date with an open file but nothing spilled is
     /// published on the way.
     fn hand_over(
         &mut self,
         mut work: impl Iterator<Item = (NaiveDate, Option<Spilled>)>,
         jobs: SyncSender<Job>,
+        ahead: usize,
         handed: &Receiver<Handed>,
         namer: &mut FileNamer,
         ledger: &mut Ledger,
     ) -> Result<(), SinkError> {
         let mut batch = Batch::default();
         let mut sent = 0;
-        while sent < ahead() && self.next_job(&mut work, &jobs, &mut batch, namer, ledger)? {
+        while sent < ahead && self.next_job(&mut work, &jobs, &mut batch, namer, ledger)? {
             sent += 1;
         }
         while sent > 0 {
