@@ -20,6 +20,9 @@ pub(super) const PROBE_SPACINGS: f64 = 4.0;
 /// whole windows on the second it names (a fixed window refuses every
 /// probe): no more are sent.
 pub(super) const REFUSED_PROBES: u32 = 2;
+/// Send times kept to find a budget's oldest counted request (a budget
+/// larger than this is probed by the spacing rule alone).
+pub(super) const SEND_LOG: usize = 4096;
 
 /// The budget as last announced, net of requests sent since.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,8 @@ pub(super) struct Budget {
     pub(super) epoch: u64,
     pub(super) reset: Instant,
     pub(super) reset_rounded: bool,
+    /// `X-RateLimit-Limit`, if sent.
+    pub(super) size: Option<u64>,
     /// When sending first held on it.
     pub(super) held_since: Option<Instant>,
     /// Announced to a probe: the hold it continues has signalled already.
@@ -61,6 +66,7 @@ impl State {
             epoch: ticket.epoch,
             reset,
             reset_rounded: allowance.reset.is_some() && allowance.reset_rounded,
+            size: allowance.limit,
             held_since: None,
             from_probe: ticket.probe,
         });
@@ -91,13 +97,34 @@ impl State {
     /// when its oldest request leaves, often long before), [`PROBE_SPACINGS`]
     /// into the hold, and one probe at a time. A fixed window refuses it
     /// with a 429 that pauses until the same reset.
+    ///
+    /// Never before the oldest request the budget can still count is a
+    /// second old (and one spacing more, for its way to the server): a
+    /// reset in whole seconds speaks of a window of a second or more, so no
+    /// slot frees sooner. A budget spent within its first second (the
+    /// burst at start-up) is otherwise probed too early, and refused.
     pub(super) fn probe_at(&self) -> Option<Instant> {
         if self.probing || self.probes_refused >= REFUSED_PROBES {
             return None;
         }
         let budget = self.budget.filter(|b| b.reset_rounded)?;
-        let spacing = Duration::from_secs_f64(PROBE_SPACINGS / self.control.rate());
+        let rate = self.control.rate();
+        let spacing = Duration::from_secs_f64(PROBE_SPACINGS / rate);
         let earliest = budget.held_since? + spacing;
-        Some(earliest.max(budget.reset.checked_sub(ROUNDING).unwrap_or(earliest)))
+        let oldest = budget
+            .size
+            .and_then(|size| self.sends.len().checked_sub(usize::try_from(size).ok()?))
+            .map(|i| self.sends[i] + ROUNDING + Duration::from_secs_f64(1.0 / rate));
+        let after_reset = budget.reset.checked_sub(ROUNDING).unwrap_or(earliest);
+        Some(earliest.max(after_reset).max(oldest.unwrap_or(earliest)))
+    }
+
+    /// Notes a request sent at `now`.
+    pub(super) fn note_sent(&mut self, now: Instant) {
+        self.sent += 1;
+        if self.sends.len() == SEND_LOG {
+            self.sends.pop_front();
+        }
+        self.sends.push_back(now);
     }
 }

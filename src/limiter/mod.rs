@@ -26,6 +26,7 @@ mod delivery;
 mod headroom;
 mod reading;
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -72,6 +73,13 @@ struct State {
     installed_at: Instant,
     /// Bumped on every signal; a ticket from an older epoch was sent before it.
     epoch: u64,
+    /// When the last signal came. For a second after it a spent budget is
+    /// no new signal: the log it was announced from still holds requests
+    /// sent before the cut (a whole-second reset speaks of a window of a
+    /// second or more). Measured: a sliding log's budget, spent again 42 ms
+    /// after a mild cut, read as a second episode with nothing accepted and
+    /// cut the rate from 95 to 18 per second.
+    signalled_at: Option<Instant>,
     paused_until: Option<Instant>,
     budget: Option<Budget>,
     /// A probe into a held budget is on the wire.
@@ -79,8 +87,9 @@ struct State {
     /// Probes refused in a row.
     probes_refused: u32,
     headroom: Headroom,
-    /// Requests sent so far.
+    /// Requests sent so far, and when the latest of them were.
     sent: u64,
+    sends: VecDeque<Instant>,
 }
 
 /// Proof that a request may be sent: the epoch it was sent in and its number.
@@ -108,12 +117,14 @@ impl Pacer {
                 installed: rate,
                 installed_at: Instant::now(),
                 epoch: 0,
+                signalled_at: None,
                 paused_until: None,
                 budget: None,
                 probing: false,
                 probes_refused: 0,
                 headroom: Headroom::default(),
                 sent: 0,
+                sends: VecDeque::new(),
             }),
         }
     }
@@ -153,7 +164,7 @@ impl Pacer {
                 continue;
             }
             state.probing |= probe;
-            state.sent += 1;
+            state.note_sent(now);
             return Ticket {
                 epoch: state.epoch,
                 number: state.sent,
@@ -183,9 +194,12 @@ impl Pacer {
         // on what a probe was told); but a hold shorter than two requests'
         // spacing is the budget's own end.
         let rate = state.control.rate();
-        let signalled = state
-            .budget
-            .filter(|b| b.epoch == state.epoch && !b.from_probe && wait.as_secs_f64() * rate > 2.0);
+        let quiet = state
+            .signalled_at
+            .is_some_and(|at| now < at + budget::ROUNDING);
+        let signalled = state.budget.filter(|b| {
+            b.epoch == state.epoch && !b.from_probe && !quiet && wait.as_secs_f64() * rate > 2.0
+        });
         if let Some(budget) = signalled {
             let rounded = budget.reset_rounded;
             self.signal(
@@ -266,6 +280,7 @@ impl Pacer {
 
     fn signal(&self, state: &mut State, signal: Signal, now: Instant) {
         state.epoch += 1;
+        state.signalled_at = Some(now);
         state.headroom.restart();
         state.control.on_signal(signal, now);
         self.follow(state, now, true);
@@ -418,6 +433,8 @@ mod tests {
     async fn spend(pacer: &Pacer, reset_rounded: bool) -> Allowance {
         let mut allowance = None;
         for remaining in (0..100).rev() {
+            // The governor paces in real time; the paused clock must move too.
+            tokio::time::sleep(Duration::from_secs_f64(1.0 / pacer.rate())).await;
             let ticket = pacer.acquire().await;
             let announced = Allowance {
                 remaining,
@@ -462,6 +479,59 @@ mod tests {
         let spent = spend(&exact, false).await;
         exact.acquire().await;
         assert!(Instant::now() >= spent.reset.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_spent_within_a_second_is_probed_once_its_oldest_request_is_a_second_old() {
+        // At twice the budget's rate, 100 requests go in half a second: a
+        // one-second log frees no slot before the first of them is a second
+        // old, however soon the reset's rounding allows asking.
+        let pacer = Pacer::new(200.0, NonZeroU32::MIN, None);
+        let mut first = None;
+        for remaining in (0..100).rev() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let ticket = pacer.acquire().await;
+            first.get_or_insert(Instant::now());
+            let announced = Allowance {
+                remaining,
+                limit: Some(100),
+                reset: Some(Instant::now() + Duration::from_millis(900)),
+                reset_rounded: true,
+            };
+            pacer.on_answer(ticket, Some(announced));
+        }
+        let reset = Instant::now() + Duration::from_millis(900);
+        let probe = pacer.acquire().await;
+        assert!(probe.probe);
+        let asked = Instant::now();
+        assert!(
+            asked >= first.unwrap() + budget::ROUNDING,
+            "asked too early"
+        );
+        assert!(asked < reset, "asked only at the reset");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_spent_again_within_a_second_of_a_cut_cuts_no_more() {
+        let pacer = Pacer::new(100.0, NonZeroU32::MIN, None);
+        spend(&pacer, true).await;
+        let probe = pacer.acquire().await;
+        let cut = pacer.rate();
+        assert!(cut < 100.0, "the hold was a signal");
+        // The probe took the slot that freed, and one more freed meanwhile.
+        let back = |remaining, ms| Allowance {
+            remaining,
+            limit: Some(100),
+            reset: Some(Instant::now() + Duration::from_millis(ms)),
+            reset_rounded: true,
+        };
+        pacer.on_answer(probe, Some(back(1, 900)));
+        let next = pacer.acquire().await;
+        assert!(!next.probe);
+        pacer.on_answer(next, Some(back(0, 300)));
+        let held = pacer.acquire().await;
+        assert!(held.probe, "still held, and asked about");
+        assert_eq!(pacer.rate(), cut, "the log still holds the old requests");
     }
 
     #[tokio::test(start_paused = true)]
