@@ -64,6 +64,11 @@ impl Curve {
         }
     }
 
+    /// Holds its plateau for good (no probe above it).
+    pub(super) fn holds(&self) -> bool {
+        self.k_above == 0.0
+    }
+
     /// Past two epochs with no signal, the ceiling it climbs from is stale.
     pub(super) fn outgrown(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.start) > self.epoch * 2
