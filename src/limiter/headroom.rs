@@ -5,8 +5,10 @@
 //! corrected without waiting for a blind probe.
 //!
 //! Over a stretch at a steady rate `x`, a window or a sliding log holding
-//! `L` requests per window `W` never has less than `L − x·W` left, so the
-//! lowest Remaining `h` gives `L / W = x · L / (L − h)`, whatever `W` is. A
+//! `L` requests per window `W` never has less than `L − x·W − e` left (`e`
+//! the pacer's burst lets in beyond the rate), so the lowest Remaining `h`
+//! gives `W = (L − h − e) / x` whatever `W` is, and the rate that leaves `k`
+//! spare is `x · (L − k − e) / (L − h − e)`. A
 //! stretch counts only when it covers two announced resets (a fixed window
 //! is lowest just before its end), is at least [`STRETCH`] long, is sent at
 //! one rate, and its lowest Remaining is the same before and after the first
@@ -25,9 +27,11 @@ const ROOM_SHARE: f64 = 0.01;
 const PART: Duration = Duration::from_millis(500);
 /// The pacing rate moved by less than this factor over a steady stretch.
 const STEADY_RATE: f64 = 1.01;
-/// Requests kept unused at the rate the room allows: the pacer's burst of
-/// two (see `burst_for` in the parent module) must still fit...
-const KEEP: f64 = 2.0;
+/// Requests a window holds beyond its rate's share: the pacer's burst of
+/// two (see `burst_for` in the parent module) lets one more in.
+const EXTRA: f64 = 1.0;
+/// Requests kept unused at the rate the room allows, beyond [`EXTRA`]...
+const KEEP: f64 = 1.0;
 /// ... and this share of a larger budget, for the timing noise of the many
 /// requests a long window holds.
 const KEEP_SHARE: f64 = 0.005;
@@ -120,13 +124,14 @@ impl Headroom {
         // Only a steady rate into a steady Remaining shows `L − x·W`: a log
         // still filling (the rate rose within the last `W`) reads the limit
         // high, and one emptying may hide that it is.
-        let steady = (low - before).abs() <= KEEP && done.rates.1 <= done.rates.0 * STEADY_RATE;
+        let steady =
+            (low - before).abs() <= KEEP + EXTRA && done.rates.1 <= done.rates.0 * STEADY_RATE;
         let keep = KEEP.max(size * KEEP_SHARE);
         if !steady || size <= keep || low < keep || low < size * ROOM_SHARE {
             return None;
         }
         let delivered = done.accepted as f64 / span.as_secs_f64();
-        let raise = ((size - keep) / (size - low)).min(MAX_RAISE);
+        let raise = ((size - keep - EXTRA) / (size - low - EXTRA).max(1.0)).min(MAX_RAISE);
         Some(delivered * raise)
     }
 }
@@ -191,7 +196,9 @@ mod tests {
 
     #[test]
     fn a_budget_used_to_its_end_shows_no_room() {
-        assert_eq!(sliding(100, 1.0, 99.0, 10.0), None);
+        // (Its rate, at most: a log holding 99 of 100 leaves one spare.)
+        let full = sliding(100, 1.0, 99.0, 10.0);
+        assert!(full.is_none_or(|r| r <= 99.0 + 1e-6), "{full:?}");
         // A fixed window of 300 per 3 s, spent at 100/s: nearly nothing is
         // left just before each reset, however much was left mid-window.
         let start = Instant::now();
