@@ -12,7 +12,7 @@
 //!   hold is a signal too, so the rate settles where the budget lasts.
 //! - **Rate.** The controller (see `control`) learns the server's real limit
 //!   from 429s and holds; it never exceeds `fetch.requests_per_second`. A
-//!   budget left unused over a steady stretch (see `headroom`) raises it.
+//!   budget left over a steady stretch (see `headroom`) sets it, up or down.
 //!   Below that rate the burst is at most two, and every new limiter (after
 //!   a pause, or when the rate moves) starts with its burst spent.
 //!
