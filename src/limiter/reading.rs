@@ -16,8 +16,6 @@ const SMALL_SAMPLE_CUT: f64 = 0.5;
 const ROUGH_SAMPLE: f64 = 10.0;
 /// Delivery at this share of the rate sent is everything sent.
 const SPENT_FULLY: f64 = 0.9;
-/// A pause this long refills a bucket for the rate it measured.
-const PAID: Duration = Duration::from_millis(500);
 /// When nothing could be measured, the ceiling is the rate divided by this.
 pub(super) const BLIND_CUT: f64 = 4.0;
 
@@ -104,11 +102,6 @@ impl Reading {
             Some(delivered) => delivered.min(self.sent),
             None => (self.sent / BLIND_CUT).max(self.floor.min(self.sent)),
         };
-        // A 429 that paused half a second or more let a bucket refill: what
-        // thirty answers or more measured is its rate, and the pause paid
-        // for the overshoot. Measured at 20 × 100/s with a one-second wait,
-        // a further 5 % cut and a 40 s climb back cost 5 % of the run.
-        mild |= !self.spent && measured.is_some() && sample >= CERTAIN_SAMPLE && self.pause >= PAID;
         Found {
             limit,
             measured: measured.is_some(),
@@ -176,19 +169,7 @@ mod tests {
         let below = reading(Some((40.0, 99.0))).found();
         assert!(below.mild);
         assert_eq!(below.limit, 99.0);
-        // A refusal on no ramp is mild only when measured on thirty answers
-        // or more after a pause that refilled the bucket.
+        // A refusal on no ramp is no mild cut.
         assert!(!reading(None).found().mild);
-        let long = Reading {
-            accepted: 201.0,
-            span: Some(Duration::from_millis(2008)),
-            ..reading(None)
-        };
-        assert!(long.found().mild);
-        let short_pause = Reading {
-            pause: Duration::from_millis(20),
-            ..long
-        };
-        assert!(!short_pause.found().mild);
     }
 }
