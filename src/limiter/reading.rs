@@ -74,14 +74,11 @@ impl Reading {
             .filter(|_| sample >= 1.0)
             .map(|span| (sample + 0.5) / span.as_secs_f64());
         // Refused on a ramp that started below the limit (so below what
-        // the cycle measured), the ramp's slope tells the limit better.
-        // Either way its pause has paid for its overshoot (a bucket refills
-        // during it), so the climb restarts on the plateau, as after a mild
-        // cut: measured at 20 × 100/s, a ramp begun at 125/s read 96.5 on
-        // ten answers, and a cut to 95 % of that cost 4 % of the run.
+        // the cycle measured), the ramp's slope tells the limit better. Its
+        // pause has paid for its overshoot (a bucket refills during it), so
+        // the climb restarts on the plateau, as after a mild cut.
         let (measured, mut mild) = match (measured, self.ramp) {
             (Some(cycle), Some((from, limit))) if from < cycle => (Some(limit.max(cycle)), true),
-            (Some(cycle), Some(_)) => (Some(cycle), true),
             (measured, _) => (measured, false),
         };
         let limit = match measured {
@@ -138,38 +135,5 @@ impl Reading {
             // included, is a floor.
             (lasted.max(self.floor.min(self.sent)), false)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refusal_on_a_ramp_restarts_on_the_plateau_whichever_side_it_began() {
-        let reading = |ramp| Reading {
-            accepted: 15.0,
-            span: Some(Duration::from_millis(109)),
-            spent: false,
-            rounded: false,
-            budget_used: (15.0, Duration::from_millis(109)),
-            burst: 5.0,
-            sent: 130.0,
-            floor: 0.0,
-            pause: Duration::from_millis(1881),
-            start: Instant::now(),
-            before: (None, 0),
-            ramp,
-        };
-        // Begun above the limit: the cycle's reading, ten answers past the burst.
-        let above = reading(Some((125.0, 105.0))).found();
-        assert!(above.mild && above.measured);
-        assert!((above.limit - 10.5 / 0.109).abs() < 0.01, "{}", above.limit);
-        // Begun below it: the ramp's reading, when higher.
-        let below = reading(Some((40.0, 99.0))).found();
-        assert!(below.mild);
-        assert_eq!(below.limit, 99.0);
-        // A refusal on no ramp is no mild cut.
-        assert!(!reading(None).found().mild);
     }
 }
