@@ -33,6 +33,14 @@ fn encoders() -> usize {
     cores.saturating_sub(1).clamp(1, 2)
 }
 
+/// Dates queued for the encoding threads beyond those being encoded, so
+/// that they go on while the sink's thread commits a batch of files (a
+/// transaction over 128 K rows). With one waiting, the encoding thread was
+/// measured off the CPU for a third of the end of a cycling run, in step
+/// with the commits. A waiting date holds only its file (a new one holds no
+/// rows yet).
+const WAITING: usize = 6;
+
 /// A date's file and its spilled rows, for an encoding thread.
 struct Job {
     file: OpenFile,
@@ -83,9 +91,8 @@ impl<R: Row> PartitionedWriter<R> {
             .collect();
         let encoders = encoders();
         // Dates sent to the encoding threads and not yet handed back: one
-        // being encoded by each and one waiting, so none waits for the
-        // sink's thread.
-        let ahead = encoders + 1;
+        // being encoded by each and [`WAITING`] more.
+        let ahead = encoders + WAITING;
         let mut readers = Vec::with_capacity(encoders);
         for _ in 0..encoders {
             readers.push(self.spill.reader()?);
