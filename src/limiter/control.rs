@@ -103,7 +103,7 @@ pub struct Controller {
     /// `None` at the start, when a bucket is full.
     refilled_for: Option<Duration>,
     /// When the last signal came.
-    signalled_at: Option<Instant>,
+    pub(super) signalled_at: Option<Instant>,
     /// A 429's pause has not ended yet (see [`Controller::on_resumed`]).
     pause_pending: bool,
     accepted: Delivery,

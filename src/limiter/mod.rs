@@ -73,13 +73,6 @@ struct State {
     installed_at: Instant,
     /// Bumped on every signal; a ticket from an older epoch was sent before it.
     epoch: u64,
-    /// When the last signal came. For a second after it a spent budget is
-    /// no new signal: the log it was announced from still holds requests
-    /// sent before the cut (a whole-second reset speaks of a window of a
-    /// second or more). Measured: a sliding log's budget, spent again 42 ms
-    /// after a mild cut, read as a second episode with nothing accepted and
-    /// cut the rate from 95 to 18 per second.
-    signalled_at: Option<Instant>,
     paused_until: Option<Instant>,
     budget: Option<Budget>,
     /// A probe into a held budget is on the wire.
@@ -117,7 +110,6 @@ impl Pacer {
                 installed: rate,
                 installed_at: Instant::now(),
                 epoch: 0,
-                signalled_at: None,
                 paused_until: None,
                 budget: None,
                 probing: false,
@@ -194,7 +186,14 @@ impl Pacer {
         // on what a probe was told); but a hold shorter than two requests'
         // spacing is the budget's own end.
         let rate = state.control.rate();
+        // For a second after a signal a spent budget is no new signal: the
+        // log it was announced from still holds requests sent before the
+        // cut (a whole-second reset speaks of a window of a second or more).
+        // Measured: a sliding log's budget, spent again 42 ms after a mild
+        // cut, read as a second episode with nothing accepted and cut the
+        // rate from 95 to 18 per second.
         let quiet = state
+            .control
             .signalled_at
             .is_some_and(|at| now < at + budget::ROUNDING);
         let signalled = state.budget.filter(|b| {
@@ -280,7 +279,6 @@ impl Pacer {
 
     fn signal(&self, state: &mut State, signal: Signal, now: Instant) {
         state.epoch += 1;
-        state.signalled_at = Some(now);
         state.headroom.restart();
         state.control.on_signal(signal, now);
         self.follow(state, now, true);
