@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::curve::{Curve, Ramp};
 use super::delivery::Delivery;
-use super::reading::{BLIND_CUT, Found, Reading};
+use super::reading::{Found, Reading};
 
 /// The rate restarts at this share of the ceiling after a signal.
 pub const BETA: f64 = 0.95;
@@ -52,9 +52,14 @@ const K_MIN: Duration = Duration::from_secs(2);
 const K_MAX: Duration = Duration::from_secs(120);
 /// Two ceilings within this share of each other confirm each other.
 const CONFIRM_SHARE: f64 = 0.05;
-/// After a blind cut the rate climbs from a quarter of it, through it, in
+/// After a blind cut the rate climbs from an eighth of it, through it, in
 /// this long (and on, at that slope).
 const RAMP: Duration = Duration::from_secs(1);
+/// The ramp's foot is the cut ceiling divided by this: a thirty-second of
+/// the rate refused. From a sixteenth, a client set to 20× the limit began
+/// above the limit, its next 429 came after a handful of answers, and the
+/// rough reading left 10 % of the limit unused for half a minute.
+const RAMP_FOOT: f64 = 8.0;
 /// A rate raised to the room a budget showed gets there this fast: the
 /// room was measured, not guessed.
 const ROOM_CLIMB: Duration = Duration::from_secs(1);
@@ -379,7 +384,7 @@ impl Controller {
         self.rate = from;
         // Nothing measured: search the range below on a ramp.
         self.ramp = (!measured).then(|| {
-            let ramp = Ramp::new(reading.start, found / BLIND_CUT, found, RAMP);
+            let ramp = Ramp::new(reading.start, found / RAMP_FOOT, found, RAMP);
             self.rate = self.bounded(ramp.from);
             ramp
         });
@@ -554,7 +559,7 @@ mod tests {
 
     #[test]
     fn a_ramp_begins_when_a_lengthened_pause_ends() {
-        // A blind cut from 500/s: a ramp from 31.25/s. A 429 answering a
+        // A blind cut from 500/s: a ramp from 15.625/s. A 429 answering a
         // request sent just before announced a pause half a second longer
         // (an HTTP-date a second later): sending resumes from the ramp's
         // foot, not from where it would have climbed meanwhile.
@@ -562,11 +567,11 @@ mod tests {
         let mut c = Controller::new(500.0, None, start);
         let t = accept(&mut c, start, 5, Duration::from_micros(500));
         c.on_signal(Signal::RateLimited(Duration::from_secs(1)), t);
-        assert_eq!(c.rate(), 31.25);
+        assert_eq!(c.rate(), 15.625);
         let resumed = t + Duration::from_millis(1500);
         c.on_resumed(resumed);
         c.advance(resumed);
-        assert_eq!(c.rate(), 31.25);
+        assert_eq!(c.rate(), 15.625);
         c.advance(resumed + Duration::from_millis(500));
         assert!((70.0..80.0).contains(&c.rate()), "{}", c.rate());
     }

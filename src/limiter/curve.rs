@@ -163,18 +163,19 @@ mod tests {
     fn a_ramp_through_the_limit_reads_it_from_how_far_it_went_past() {
         let start = Instant::now();
         let ms = Duration::from_millis;
-        // After a blind cut from 500/s and from 2,000/s: from a sixteenth
-        // of the refused rate to a quarter in a second, crossing each limit
-        // on the way.
+        // After a blind cut from 500/s and from 2,000/s: from a
+        // thirty-second of the refused rate to a quarter in a second,
+        // crossing each limit on the way.
         for (to, limit, burst) in [
             (125.0, 100.0, 5.0),
             (125.0, 40.0, 5.0),
             (500.0, 300.0, 20.0),
             (500.0, 200.0, 5.0),
+            (500.0, 100.0, 5.0),
         ] {
             // Sending on time, a period behind, and answered late.
             for delays in [(ms(0), ms(0)), (ms(30), ms(0)), (ms(10), ms(40))] {
-                let ramp = Ramp::new(start, to / 4.0, to, Duration::from_secs(1));
+                let ramp = Ramp::new(start, to / 8.0, to, Duration::from_secs(1));
                 let (seen, accepted) = refused_at(&ramp, start, (limit, burst), delays);
                 let rate = ramp.rate_at(seen);
                 assert!(rate > limit * 1.1, "refused only well past it: {rate}");

@@ -17,7 +17,7 @@ const ROUGH_SAMPLE: f64 = 10.0;
 /// Delivery at this share of the rate sent is everything sent.
 const SPENT_FULLY: f64 = 0.9;
 /// When nothing could be measured, the ceiling is the rate divided by this.
-pub(super) const BLIND_CUT: f64 = 4.0;
+const BLIND_CUT: f64 = 4.0;
 
 /// What a signal measured, kept so answers still on the wire can add to it.
 #[derive(Debug, Clone, Copy)]
