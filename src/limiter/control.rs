@@ -45,20 +45,17 @@ pub const BETA: f64 = 0.95;
 pub const MARGIN: f64 = 0.01;
 /// The rate never drops below this share of the configured rate.
 pub const FLOOR_SHARE: f64 = 0.001;
-/// Epoch length per second of announced pause (one probe per `K` costs one
-/// pause, so about 1/20 of the time at most, before confirmations).
+/// Epoch per second of pause: a probe per `K` costs ≤ 1/20 of the time.
 const K_PER_PAUSE: f64 = 20.0;
 const K_MIN: Duration = Duration::from_secs(2);
 const K_MAX: Duration = Duration::from_secs(120);
 /// Two ceilings within this share of each other confirm each other.
 const CONFIRM_SHARE: f64 = 0.05;
-/// After a blind cut the rate climbs from an eighth of it, through it, in
-/// this long (and on, at that slope).
+/// After a blind cut the rate climbs from `1 / RAMP_FOOT` of the (quartered)
+/// ceiling through it in this long, and on at that slope.
 const RAMP: Duration = Duration::from_secs(1);
-/// The ramp's foot is the cut ceiling divided by this: a thirty-second of
-/// the rate refused. From a sixteenth, a client set to 20× the limit began
-/// above the limit, its next 429 came after a handful of answers, and the
-/// rough reading left 10 % of the limit unused for half a minute.
+/// A thirty-second of the rate refused: from a sixteenth, a client at 20× the
+/// limit began above it and its rough next reading wasted 10 % for 30 s.
 const RAMP_FOOT: f64 = 8.0;
 /// A rate raised to the room a budget showed gets there this fast: the
 /// room was measured, not guessed.
