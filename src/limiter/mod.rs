@@ -14,7 +14,8 @@
 //!   from 429s and holds; it never exceeds `fetch.requests_per_second`. A
 //!   budget left over a steady stretch (see `headroom`) sets it, up or down.
 //!   Below that rate the burst is at most two, and every new limiter (after
-//!   a pause, or when the rate moves) starts with its burst spent.
+//!   a pause, an idle spell, or when the rate moves) starts with its burst
+//!   spent.
 //!
 //! Signals are taken once per episode: answers to requests sent before the
 //! last cut (an older [`Ticket`] epoch) extend a pause but do not cut again.
@@ -179,6 +180,12 @@ impl Pacer {
             // The limiter filled up during the pause; a fresh one sends no
             // burst into a server that has just refilled a single token.
             self.follow(&mut state, now, true);
+        } else if self.refilled(&state, now) {
+            // Idle long enough (start-up behind the ledger's admission, a
+            // daemon between ticks) for the limiter to refill its burst:
+            // measured, that burst arriving at once drew a 429 in the first
+            // second of a run at the server's exact limit.
+            self.follow(&mut state, now, true);
         }
         let until = state.budget_hold(now)?;
         let wait = until - now;
@@ -215,6 +222,19 @@ impl Pacer {
             Some(at) => Some(at.min(until)),
             None => Some(until),
         }
+    }
+
+    /// Nothing was sent, nor the limiter rebuilt, for longer than the
+    /// limiter takes to refill its whole burst (by one cell more, so a
+    /// worker whose cell is due but who woke late keeps it).
+    fn refilled(&self, state: &State, now: Instant) -> bool {
+        let last = state
+            .sends
+            .back()
+            .map_or(state.installed_at, |&sent| sent.max(state.installed_at));
+        let burst = burst_for(state.installed, state.control.max(), self.burst);
+        now.saturating_duration_since(last).as_secs_f64() * state.installed
+            > f64::from(burst.get()) + 1.0
     }
 
     /// A 429 arrived for a request sent with `ticket`: pause everyone for
@@ -373,6 +393,27 @@ mod tests {
             passed += usize::from(limiter.check().is_ok());
         }
         assert_eq!(passed, 100);
+    }
+
+    // On the real clock, as governor paces on it; the bound is a lower one,
+    // so a loaded machine cannot break it.
+    #[tokio::test]
+    async fn an_idle_spell_sends_no_burst() {
+        let pacer = Pacer::new(100.0, NonZeroU32::new(5).unwrap(), None);
+        // Start-up behind the ledger, then a daemon between ticks.
+        for idle in [Duration::from_millis(300), Duration::from_millis(200)] {
+            tokio::time::sleep(idle).await;
+            let first = Instant::now();
+            for _ in 0..6 {
+                pacer.acquire().await;
+            }
+            // Spaced by the rate, not five at once.
+            assert!(
+                Instant::now() - first >= Duration::from_millis(50),
+                "six sends within {:?} after {idle:?} idle",
+                Instant::now() - first
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
