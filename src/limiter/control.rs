@@ -718,6 +718,25 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_spent_in_under_a_second_with_a_rounded_reset_reads_its_size_per_second() {
+        // A client held to 66/s by its own round trips spends a fresh
+        // sliding log of 40 a second in 0.6 s; the reset, rounded up, says
+        // 700 ms.
+        let start = Instant::now();
+        let mut c = Controller::new(1000.0, None, start);
+        let t = accept(&mut c, start, 40, Duration::from_millis(15));
+        c.on_signal(
+            Signal::BudgetLow {
+                hold: Duration::from_millis(700),
+                rounded: true,
+            },
+            t,
+        );
+        let ceiling = c.ceiling().unwrap();
+        assert!(ceiling <= 41.0, "learned {ceiling} from a budget of 40");
+    }
+
+    #[test]
     fn jitter_on_a_long_plateau_cuts_mildly_and_room_beyond_the_maximum_is_not_probed() {
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);

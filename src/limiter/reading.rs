@@ -99,11 +99,27 @@ impl Reading {
             Some(delivered) => delivered.min(self.sent),
             None => (self.sent / BLIND_CUT).max(self.floor.min(self.sent)),
         };
+        let limit = self.within_budget(limit);
         Found {
             limit,
             measured: measured.is_some(),
             rough: sample < ROUGH_SAMPLE && !self.spent,
             mild,
+        }
+    }
+
+    /// A whole-second reset speaks of a window of a second or more, so a
+    /// budget spent in less says no more than its size per second, however
+    /// fast it went. Measured: a client slowed by a loaded machine spent a
+    /// sliding log's fresh 40 in 0.6 s and learned 63/s.
+    fn within_budget(&self, limit: f64) -> f64 {
+        let (used, span) = self.budget_used;
+        if self.spent && self.rounded && span < ROUNDING {
+            // What the whole cycle delivered stays a floor.
+            let most = (used / ROUNDING.as_secs_f64()).max(self.floor.min(self.sent));
+            limit.min(most.max(1.0))
+        } else {
+            limit
         }
     }
 
