@@ -491,6 +491,11 @@ mod tests {
         t
     }
 
+    /// An announced budget spent at `at`, holding sending for `hold`.
+    fn budget_low(c: &mut Controller, hold: Duration, rounded: bool, at: Instant) {
+        c.on_signal(Signal::BudgetLow { hold, rounded }, at);
+    }
+
     #[test]
     fn finds_a_token_bucket_that_always_asks_for_a_whole_second() {
         for factor in [5.0, 20.0] {
@@ -627,13 +632,7 @@ mod tests {
         let mut c = Controller::new(1000.0, None, now);
         let t = accept(&mut c, now, 600, Duration::from_millis(5));
         // 600 accepted in 3 s: 200/s delivered.
-        c.on_signal(
-            Signal::BudgetLow {
-                hold: Duration::from_millis(500),
-                rounded: false,
-            },
-            t,
-        );
+        budget_low(&mut c, Duration::from_millis(500), false, t);
         let ceiling = c.ceiling().unwrap();
         assert!((190.0..=210.0).contains(&ceiling), "{ceiling}");
         assert!((c.rate() - ceiling * BETA).abs() < 1.0);
@@ -646,13 +645,7 @@ mod tests {
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);
         let t = accept(&mut c, start, 1000, Duration::from_millis(10));
-        c.on_signal(
-            Signal::BudgetLow {
-                hold: Duration::from_millis(900),
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut c, Duration::from_millis(900), true, t);
         let ceiling = c.ceiling().unwrap();
         assert!((97.0..=100.0).contains(&ceiling), "{ceiling}");
     }
@@ -671,13 +664,7 @@ mod tests {
             100,
             Duration::from_millis(10) - Duration::from_micros(100),
         );
-        rounded.on_signal(
-            Signal::BudgetLow {
-                hold,
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut rounded, hold, true, t);
         let ceiling = rounded.ceiling().unwrap();
         assert!(ceiling >= 97.0, "cut to {ceiling}");
         assert!(
@@ -694,26 +681,14 @@ mod tests {
             100,
             Duration::from_millis(10) - Duration::from_micros(100),
         );
-        exact.on_signal(
-            Signal::BudgetLow {
-                hold,
-                rounded: false,
-            },
-            t,
-        );
+        budget_low(&mut exact, hold, false, t);
         assert!(exact.ceiling().unwrap() < 70.0);
         // Far above the limit, a rounded hold still reads the budget: 100
         // spent in 0.2 s at 500/s and held 1.7 s.
         let mut fast = Controller::new(500.0, None, start);
         let t = accept(&mut fast, start, 100, Duration::from_millis(2));
         let hold = Duration::from_millis(1700);
-        fast.on_signal(
-            Signal::BudgetLow {
-                hold,
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut fast, hold, true, t);
         assert!(fast.ceiling().unwrap() < 60.0);
     }
 
@@ -725,13 +700,7 @@ mod tests {
         let start = Instant::now();
         let mut c = Controller::new(1000.0, None, start);
         let t = accept(&mut c, start, 40, Duration::from_millis(15));
-        c.on_signal(
-            Signal::BudgetLow {
-                hold: Duration::from_millis(700),
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut c, Duration::from_millis(700), true, t);
         let ceiling = c.ceiling().unwrap();
         assert!(ceiling <= 41.0, "learned {ceiling} from a budget of 40");
     }
@@ -750,13 +719,7 @@ mod tests {
         );
         // After a minute there, jitter spends the budget 65 ms early.
         let hold = Duration::from_millis(65);
-        c.on_signal(
-            Signal::BudgetLow {
-                hold,
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut c, hold, true, t);
         let ceiling = c.ceiling().unwrap();
         assert!(ceiling >= 96.0, "cut to {ceiling}");
         assert!(c.rate() >= 95.0, "restarted at {}", c.rate());
@@ -768,13 +731,7 @@ mod tests {
         let start = Instant::now();
         let mut c = Controller::new(100.0, None, start);
         let t = accept(&mut c, start, 100, Duration::from_micros(9_550));
-        c.on_signal(
-            Signal::BudgetLow {
-                hold: Duration::from_millis(460),
-                rounded: true,
-            },
-            t,
-        );
+        budget_low(&mut c, Duration::from_millis(460), true, t);
         let ceiling = c.ceiling().unwrap();
         assert!(c.rate() < 97.5, "plateau {}", c.rate());
         // Its answers then show room for 97.9 with two requests to spare.
@@ -811,13 +768,7 @@ mod tests {
             c.on_accepted(now, false);
         }
         let hold = Duration::from_millis(1500);
-        c.on_signal(
-            Signal::BudgetLow {
-                hold,
-                rounded: true,
-            },
-            now,
-        );
+        budget_low(&mut c, hold, true, now);
         let low = c.ceiling().unwrap();
         assert!(low < 70.0, "the first reading is low: {low}");
         now += hold;

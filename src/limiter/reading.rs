@@ -97,7 +97,7 @@ impl Reading {
                 delivered.clamp(self.sent * SMALL_SAMPLE_CUT, self.sent)
             }
             Some(delivered) => delivered.min(self.sent),
-            None => (self.sent / BLIND_CUT).max(self.floor.min(self.sent)),
+            None => (self.sent / BLIND_CUT).max(self.cycle_floor()),
         };
         let limit = self.within_budget(limit);
         Found {
@@ -108,6 +108,12 @@ impl Reading {
         }
     }
 
+    /// What the whole cycle since the last signal delivered, its pause
+    /// included: a floor, never above the rate sent.
+    fn cycle_floor(&self) -> f64 {
+        self.floor.min(self.sent)
+    }
+
     /// A whole-second reset speaks of a window of a second or more, so a
     /// budget spent in less says no more than its size per second, however
     /// fast it went. Measured: a client slowed by a loaded machine spent a
@@ -116,7 +122,7 @@ impl Reading {
         let (used, span) = self.budget_used;
         if self.spent && self.rounded && span < ROUNDING {
             // What the whole cycle delivered stays a floor.
-            let most = (used / ROUNDING.as_secs_f64()).max(self.floor.min(self.sent));
+            let most = (used / ROUNDING.as_secs_f64()).max(self.cycle_floor());
             limit.min(most.max(1.0))
         } else {
             limit
@@ -149,7 +155,7 @@ impl Reading {
             // a budget spent soon after the last hold lasted longer than
             // that span says, and what the whole cycle delivered, that hold
             // included, is a floor.
-            (lasted.max(self.floor.min(self.sent)), false)
+            (lasted.max(self.cycle_floor()), false)
         }
     }
 }
